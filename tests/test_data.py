@@ -1,0 +1,180 @@
+"""Tokenizer and corpus: round trips, the train/held-out split, windows inside documents."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sparsecircuits.data.corpus import (
+    Corpus,
+    Document,
+    document_windows,
+    lm_windows,
+    load_corpus,
+    pick_documents,
+)
+from sparsecircuits.data.tokenizer import TOKENIZER, CharTokenizer
+
+# ------------------------------------------------------------------------------------- tokenizer
+
+
+def test_vocabulary_layout():
+    tok = CharTokenizer()
+    assert tok.vocab_size == 99
+    assert tok.pad_id == 0
+    assert tok.encode("\t\n !~") == [2, 3, 4, 5, 98]
+
+
+def test_round_trip_of_every_symbol():
+    text = "\t\n" + "".join(chr(c) for c in range(32, 127))
+    assert TOKENIZER.decode(TOKENIZER.encode(text)) == text
+    assert TOKENIZER.encode(text) == list(range(2, 99))
+
+
+def test_unknown_characters_map_to_unk():
+    ids = TOKENIZER.encode("é€\r\x00a")
+    assert ids[:4] == [TOKENIZER.unk_id] * 4
+    assert TOKENIZER.decode([TOKENIZER.pad_id, *ids]) == "\ufffd" * 4 + "a"
+
+
+def test_encode_array_matches_encode():
+    text = "def f(x):\n\treturn 'é' + \"€\"  # ok\r\n" * 50
+    array = TOKENIZER.encode_array(text)
+    assert array.dtype == np.uint8
+    assert array.tolist() == TOKENIZER.encode(text)
+    assert TOKENIZER.encode_array("").shape == (0,)
+
+
+# ---------------------------------------------------------------------------------------- corpus
+
+
+def _write_tree(root: Path, sizes: dict[str, int]) -> None:
+    """Python files of the given sizes, plus files that the corpus must leave out."""
+    for name, size in sizes.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x = 1\n" * size)
+    for skipped in ["test/t.py", "pkg/tests/t.py", "idlelib/idle_test/t.py", "site-packages/s.py"]:
+        path = root / skipped
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("skipped = True\n")
+    (root / "notes.txt").write_text("not python\n")
+    (root / "latin.py").write_bytes(b"s = '\xe9'\n")  # not UTF-8
+
+
+SIZES = {"a.py": 3, "b.py": 40, "pkg/__init__.py": 0, "pkg/c.py": 25, "pkg/d.py": 60, "z.py": 9}
+
+
+@pytest.fixture
+def fake_root(tmp_path: Path) -> Path:
+    root = tmp_path / "lib"
+    _write_tree(root, SIZES)
+    return root
+
+
+def test_corpus_lists_files_in_path_order_and_skips_the_rest(fake_root: Path):
+    corpus = load_corpus(fake_root, holdout_every=2)
+    names = [doc.name for doc in corpus.train + corpus.heldout]
+    assert sorted(names) == sorted(SIZES)
+    assert [doc.name for doc in corpus.heldout] == ["b.py", "pkg/c.py", "z.py"]
+    assert [doc.name for doc in corpus.train] == ["a.py", "pkg/__init__.py", "pkg/d.py"]
+    assert {len(doc) for doc in corpus.train} == {6 * 3, 0, 6 * 60}
+    assert TOKENIZER.decode(corpus.train[0].tokens) == "x = 1\n" * 3
+
+
+def test_corpus_is_cached_and_read_only(fake_root: Path):
+    corpus = load_corpus(fake_root, holdout_every=2)
+    assert load_corpus(str(fake_root), holdout_every=2) is corpus
+    with pytest.raises(ValueError):
+        corpus.train[0].tokens[0] = 5
+
+
+def test_fingerprint_follows_file_list_and_sizes(tmp_path: Path):
+    fingerprints = []
+    for folder, sizes in [("one", SIZES), ("two", SIZES), ("three", {**SIZES, "a.py": 4})]:
+        _write_tree(tmp_path / folder, sizes)
+        fingerprints.append(load_corpus(tmp_path / folder).fingerprint)
+    assert fingerprints[0] == fingerprints[1] != fingerprints[2]
+    assert len(fingerprints[0]) == 12
+
+
+def test_bad_roots_raise_naming_the_path(tmp_path: Path):
+    with pytest.raises(ValueError, match="nowhere"):
+        load_corpus(tmp_path / "nowhere")
+    (tmp_path / "empty" / "test").mkdir(parents=True)
+    (tmp_path / "empty" / "test" / "t.py").write_text("x = 1\n")
+    with pytest.raises(ValueError, match="empty"):
+        load_corpus(tmp_path / "empty")
+
+
+def test_standard_library_corpus():
+    corpus = load_corpus()
+    docs = corpus.train + corpus.heldout
+    assert len(docs) > 300
+    assert sum(len(doc) for doc in docs) > 2_000_000
+    assert len(corpus.heldout) == len(docs) // 20
+    assert {doc.name for doc in corpus.train}.isdisjoint(doc.name for doc in corpus.heldout)
+    assert not any({"test", "tests", "idle_test"} & set(doc.name.split("/")) for doc in docs)
+    assert any(doc.name == "collections/__init__.py" for doc in docs)
+
+
+# --------------------------------------------------------------------------------------- windows
+
+
+def _synthetic_docs() -> list[Document]:
+    """Two documents of disjoint random tokens (one nine times longer) and one too short."""
+    rng = np.random.default_rng(0)
+    return [
+        Document("short", rng.integers(2, 40, 900, dtype=np.uint8)),
+        Document("long", rng.integers(40, 80, 8100, dtype=np.uint8)),
+        Document("tiny", np.full(16, 90, dtype=np.uint8)),
+    ]
+
+
+def _inside(window: torch.Tensor, doc: Document) -> bool:
+    return bytes(window.to(torch.uint8).tolist()) in doc.tokens.tobytes()
+
+
+def test_lm_windows_lie_inside_documents_chosen_by_length():
+    docs = _synthetic_docs()
+    windows = lm_windows(docs, 2000, 32, torch.Generator().manual_seed(1))
+    assert windows.shape == (2000, 33) and windows.dtype == torch.long
+    assert all(_inside(row, docs[0]) or _inside(row, docs[1]) for row in windows)
+    from_long = (windows[:, 0] >= 40).float().mean().item()
+    assert 0.87 < from_long < 0.93
+    assert not (windows == 90).any()  # the document shorter than ctx + 1 is never used
+
+
+def test_lm_windows_are_deterministic_given_the_generator():
+    docs = _synthetic_docs()
+    first = lm_windows(docs, 8, 32, torch.Generator().manual_seed(3))
+    assert torch.equal(first, lm_windows(docs, 8, 32, torch.Generator().manual_seed(3)))
+    assert not torch.equal(first, lm_windows(docs, 8, 32, torch.Generator().manual_seed(4)))
+    with pytest.raises(ValueError):
+        lm_windows(docs[2:], 8, 32, torch.Generator())
+
+
+def test_document_windows_are_fixed_and_span_the_document():
+    doc = _synthetic_docs()[0]
+    windows = document_windows(doc, 10, 64)
+    assert windows.shape == (10, 65)
+    assert torch.equal(windows, document_windows(doc, 10, 64))
+    assert windows[0].tolist() == doc.tokens[:65].tolist()
+    assert windows[-1].tolist() == doc.tokens[-65:].tolist()
+    assert all(_inside(row, doc) for row in windows)
+    with pytest.raises(ValueError, match="tiny"):
+        document_windows(_synthetic_docs()[2], 4, 64)
+
+
+def test_pick_documents_is_deterministic_and_respects_min_tokens():
+    rng = np.random.default_rng(0)
+    train = [Document(f"d{i}.py", rng.integers(2, 99, 100 * i, dtype=np.uint8)) for i in range(30)]
+    corpus = Corpus(Path("."), train, [], "fake")
+    picked = pick_documents(corpus, 5, 1000, seed=7)
+    assert [d.name for d in picked] == [d.name for d in pick_documents(corpus, 5, 1000, seed=7)]
+    assert len({d.name for d in picked}) == 5
+    assert all(len(d) >= 1000 for d in picked)
+    assert [d.name for d in picked] != [d.name for d in pick_documents(corpus, 5, 1000, seed=8)]
+    with pytest.raises(ValueError):
+        pick_documents(corpus, 21, 1000, seed=7)
