@@ -1,0 +1,81 @@
+"""Compressed copies of a weight: its rows as CSR, built with static sizes.
+
+A weight ``W`` of shape ``[out, in]`` is stored twice per step: ``compress(W)`` (rows of W, for
+the forward ``Y = X Wᵀ``) and ``compress(W.t())`` (rows of Wᵀ, i.e. columns of W, for the input
+gradient ``dX = dY W``). The zeros of ``W`` are the absent entries.
+
+The build is pure torch and has no data-dependent shapes: given ``nnz`` (a static capacity, e.g.
+the top-k budget) it needs no host synchronisation, so it runs inside CUDA graphs. Unused slots
+are appended to the last row with value 0 and column 0; they add nothing to a product.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class CSR:
+    """Rows of a ``[rows, cols]`` matrix: ``val[crow[r]:crow[r+1]]`` at columns ``col[...]``.
+
+    ``row`` holds each slot's row (for the sampled weight gradient). Indices are int32, column
+    order within a row is ascending except for the padding slots at the end.
+    """
+
+    crow: Tensor
+    col: Tensor
+    row: Tensor
+    val: Tensor
+    shape: tuple[int, int]
+
+    @property
+    def nnz(self) -> int:
+        """Number of slots (the static capacity, padding included)."""
+        return self.col.numel()
+
+    def to_torch(self, dtype: torch.dtype | None = None) -> Tensor:
+        """The same matrix as a ``torch.sparse_csr_tensor`` (values cast to ``dtype``)."""
+        val = self.val if dtype is None else self.val.to(dtype)
+        return torch.sparse_csr_tensor(
+            self.crow, self.col, val, self.shape, check_invariants=False
+        )
+
+    def to_dense(self) -> Tensor:
+        """The matrix as a dense tensor (padding slots add zeros)."""
+        dense = torch.zeros(self.shape, dtype=self.val.dtype, device=self.val.device)
+        return dense.index_put_((self.row.long(), self.col.long()), self.val, accumulate=True)
+
+
+def compress(matrix: Tensor, nnz: int | None = None) -> CSR:
+    """CSR copy of the nonzeros of a 2-D ``matrix``.
+
+    ``nnz`` is the number of slots. Left out, it is the exact count (a host synchronisation on
+    CUDA). Given, it must be at least the number of nonzeros (a top-k budget plus any floors);
+    extra slots are padding. Too small a capacity drops the trailing nonzeros (never reads out
+    of bounds).
+    """
+    if matrix.dim() != 2:
+        raise ValueError(f"compress takes a 2-D tensor, got shape {tuple(matrix.shape)}")
+    rows, cols = matrix.shape
+    present = matrix != 0
+    if nnz is None:
+        nnz = int(present.sum())
+    flat = torch.nonzero_static(present.flatten(), size=nnz, fill_value=-1).squeeze(1)
+    padding = flat < 0
+    row = torch.where(padding, rows - 1, flat // max(cols, 1))
+    col = torch.where(padding, 0, flat % max(cols, 1))
+    val = matrix.flatten()[flat.clamp(min=0)].masked_fill(padding, 0)
+    crow = torch.zeros(rows + 1, dtype=torch.int64, device=matrix.device)
+    torch.cumsum(present.sum(dim=1), dim=0, out=crow[1:])
+    crow = crow.clamp_(max=nnz)
+    crow[-1] = nnz
+    return CSR(
+        crow=crow.to(torch.int32),
+        col=col.to(torch.int32),
+        row=row.to(torch.int32),
+        val=val,
+        shape=(rows, cols),
+    )

@@ -1,0 +1,124 @@
+"""Triton kernels for the sparse products of a linear layer; twins of ``spmm.py``.
+
+Gathers of individual nonzeros on CUDA cores (``notes/kernels.md``: top-k masks are not
+block-sparse, so tiles cannot be skipped). Activations are feature-major, so each nonzero reads
+a contiguous run of tokens. No ``tl.dot`` (wrong in bf16 under the interpreter), fp32
+accumulation, int64 offsets. Block sizes are a single, unmeasured config.
+
+This module imports triton; the package imports it only when a Triton backend is asked for.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from .csr import CSR
+
+SPMM_BLOCK_ROWS = 32
+SPMM_BLOCK_TOKENS = 64
+SDDMM_BLOCK_SLOTS = 32
+SDDMM_BLOCK_TOKENS = 64
+SDDMM_TARGET_PROGRAMS = 2048  # split the token axis until about this many programs run
+
+
+@triton.jit
+def _spmm_kernel(
+    crow, col, val, bt, out,
+    n_rows, n_tokens,
+    stride_bt_feature, stride_bt_token, stride_out_token, stride_out_row,
+    BLOCK_ROWS: tl.constexpr, BLOCK_TOKENS: tl.constexpr,
+):
+    # Row blocks vary fastest, so programs running together share one slice of tokens.
+    rows = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
+    tokens = tl.program_id(1) * BLOCK_TOKENS + tl.arange(0, BLOCK_TOKENS)
+    row_ok = rows < n_rows
+    token_ok = tokens < n_tokens
+    start = tl.load(crow + rows, mask=row_ok, other=0)
+    length = tl.load(crow + rows + 1, mask=row_ok, other=0) - start
+    acc = tl.zeros((BLOCK_ROWS, BLOCK_TOKENS), dtype=tl.float32)
+    for j in range(0, tl.max(length, axis=0)):
+        live = j < length
+        c = tl.load(col + start + j, mask=live, other=0).to(tl.int64)
+        v = tl.load(val + start + j, mask=live, other=0.0).to(tl.float32)
+        x = tl.load(
+            bt + c[:, None] * stride_bt_feature + tokens[None, :] * stride_bt_token,
+            mask=live[:, None] & token_ok[None, :],
+            other=0.0,
+        )
+        acc += v[:, None] * x.to(tl.float32)
+    tl.store(
+        out + tokens[None, :].to(tl.int64) * stride_out_token + rows[:, None] * stride_out_row,
+        acc.to(out.dtype.element_ty),
+        mask=row_ok[:, None] & token_ok[None, :],
+    )
+
+
+@triton.jit
+def _sddmm_kernel(
+    row, col, at, bt, partial,
+    nnz, n_tokens, tokens_per_split,
+    stride_at_feature, stride_at_token, stride_bt_feature, stride_bt_token,
+    BLOCK_SLOTS: tl.constexpr, BLOCK_TOKENS: tl.constexpr,
+):
+    slots = tl.program_id(0) * BLOCK_SLOTS + tl.arange(0, BLOCK_SLOTS)
+    split = tl.program_id(1)
+    slot_ok = slots < nnz
+    r = tl.load(row + slots, mask=slot_ok, other=0).to(tl.int64)
+    c = tl.load(col + slots, mask=slot_ok, other=0).to(tl.int64)
+    acc = tl.zeros((BLOCK_SLOTS,), dtype=tl.float32)
+    first = split * tokens_per_split
+    last = tl.minimum(first + tokens_per_split, n_tokens)
+    for t0 in range(first, last, BLOCK_TOKENS):
+        tokens = t0 + tl.arange(0, BLOCK_TOKENS)
+        ok = slot_ok[:, None] & (tokens < last)[None, :]
+        a = tl.load(
+            at + r[:, None] * stride_at_feature + tokens[None, :] * stride_at_token,
+            mask=ok, other=0.0,
+        )
+        b = tl.load(
+            bt + c[:, None] * stride_bt_feature + tokens[None, :] * stride_bt_token,
+            mask=ok, other=0.0,
+        )
+        acc += tl.sum(a.to(tl.float32) * b.to(tl.float32), axis=1)
+    tl.store(partial + split.to(tl.int64) * nnz + slots, acc, mask=slot_ok)
+
+
+def spmm_triton(a: CSR, bt: Tensor) -> Tensor:
+    """Triton twin of ``spmm_torch``: ``[T, rows]`` in ``bt``'s dtype (token-major storage)."""
+    rows, features = a.shape
+    if bt.shape[0] != features:
+        raise ValueError(f"bt has {bt.shape[0]} features, the matrix has {features} columns")
+    n_tokens = bt.shape[1]
+    out = torch.empty((n_tokens, rows), dtype=bt.dtype, device=bt.device)
+    grid = (triton.cdiv(rows, SPMM_BLOCK_ROWS), triton.cdiv(n_tokens, SPMM_BLOCK_TOKENS))
+    if out.numel() > 0:
+        _spmm_kernel[grid](
+            a.crow, a.col, a.val, bt, out,
+            rows, n_tokens,
+            bt.stride(0), bt.stride(1), out.stride(0), out.stride(1),
+            BLOCK_ROWS=SPMM_BLOCK_ROWS, BLOCK_TOKENS=SPMM_BLOCK_TOKENS,
+        )
+    return out
+
+
+def sddmm_triton(a: CSR, at: Tensor, bt: Tensor) -> Tensor:
+    """Triton twin of ``sddmm_torch``: fp32 per-slot dot products, token axis split for width."""
+    n_tokens = at.shape[1]
+    if a.nnz == 0 or n_tokens == 0:
+        return torch.zeros(a.nnz, dtype=torch.float32, device=at.device)
+    slot_blocks = triton.cdiv(a.nnz, SDDMM_BLOCK_SLOTS)
+    token_blocks = triton.cdiv(n_tokens, SDDMM_BLOCK_TOKENS)
+    wanted_splits = max(1, min(token_blocks, SDDMM_TARGET_PROGRAMS // slot_blocks))
+    tokens_per_split = triton.cdiv(token_blocks, wanted_splits) * SDDMM_BLOCK_TOKENS
+    splits = triton.cdiv(n_tokens, tokens_per_split)
+    partial = torch.empty((splits, a.nnz), dtype=torch.float32, device=at.device)
+    _sddmm_kernel[(slot_blocks, splits)](
+        a.row, a.col, at, bt, partial,
+        a.nnz, n_tokens, tokens_per_split,
+        at.stride(0), at.stride(1), bt.stride(0), bt.stride(1),
+        BLOCK_SLOTS=SDDMM_BLOCK_SLOTS, BLOCK_TOKENS=SDDMM_BLOCK_TOKENS,
+    )
+    return partial.sum(dim=0)
