@@ -1,0 +1,265 @@
+"""Checkpoints and run-directory files, written atomically and checked when read.
+
+A checkpoint is a folder ``checkpoints/<step:08d>/`` holding
+
+- ``model.safetensors``: dense tensors as they are; each weight-sparse tensor compactly, as
+  ``<name>.indices`` (int32 flat positions of its mask) and ``<name>.values``;
+- ``state.safetensors``: what an exact resume needs (AdamW moments, sparsity masks). Only the
+  newest checkpoint keeps it;
+- ``meta.json``: step, cycle, block, source, position, densities, churn, and the size and
+  SHA-256 of every file.
+
+A checkpoint is written into ``.partial-<step>/`` and renamed into place when complete, so a
+kill during a save leaves the previous checkpoint as it was. Reading checks the format marker,
+sizes and hashes, and says which file is truncated or foreign.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from sparsecircuits.config import Config, config_from_dict
+from sparsecircuits.model import SparseGPT
+
+FORMAT = "sparsecircuits-checkpoint"
+VERSION = 1
+MODEL_FILE, STATE_FILE, META_FILE = "model.safetensors", "state.safetensors", "meta.json"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read; the message names the file."""
+
+
+# --------------------------------------------------------------------------------------------
+# Atomic files
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    """Append one JSON line and flush it to disk."""
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def truncate_jsonl(path: Path, last_step: int) -> None:
+    """Keep only the records with ``step <= last_step`` (what a resumed run will not redo)."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines(keepends=True)
+            if line.strip() and json.loads(line)["step"] <= last_step]
+    atomic_write_text(path, "".join(kept))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+
+
+def compact(tensors: dict[str, Tensor], masks: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Store every tensor that has a mask as its surviving indices and values."""
+    out: dict[str, Tensor] = {}
+    for name, tensor in tensors.items():
+        tensor = tensor.detach().contiguous()
+        if name in masks:
+            flat = masks[name].flatten().nonzero().squeeze(1)
+            out[f"{name}.indices"] = flat.to(torch.int32)
+            out[f"{name}.values"] = tensor.flatten()[flat]
+        else:
+            out[name] = tensor
+    return out
+
+
+def expand(stored: dict[str, Tensor], shapes: dict[str, list[int]]) -> dict[str, Tensor]:
+    """Inverse of :func:`compact`: dense tensors of the given shapes."""
+    out: dict[str, Tensor] = {}
+    for name, shape in shapes.items():
+        if name in stored:
+            out[name] = stored[name]
+            continue
+        values = stored[f"{name}.values"]
+        dense = torch.zeros(int(torch.tensor(shape).prod()), dtype=values.dtype)
+        dense[stored[f"{name}.indices"].long()] = values
+        out[name] = dense.view(shape)
+    return out
+
+
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    weights: dict[str, Tensor],
+    masks: dict[str, Tensor],
+    state: dict[str, Tensor] | None,
+    meta: dict[str, Any],
+) -> Path:
+    """Write a complete checkpoint for ``step`` and return its folder.
+
+    ``state`` (optimizer and sparsifier tensors) is kept only in the newest checkpoint; older
+    checkpoints lose theirs once this one is in place."""
+    root = run_dir / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"{step:08d}"
+    partial = root / f".partial-{step:08d}"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    save_file(compact(weights, masks), str(partial / MODEL_FILE))
+    if state is not None:
+        save_file({k: v.detach().contiguous() for k, v in state.items()}, str(partial / STATE_FILE))
+    files = {
+        p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+        for p in sorted(partial.iterdir())
+    }
+    full_meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        **meta,
+        "step": step,
+        "shapes": {name: list(t.shape) for name, t in weights.items()},
+        "sparse": sorted(masks),
+        "files": files,
+    }
+    atomic_write_text(partial / META_FILE, json.dumps(full_meta, indent=1))
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(partial, final)
+    if state is not None:
+        for older in list_checkpoints(run_dir):
+            if older != final:
+                (older / STATE_FILE).unlink(missing_ok=True)
+    return final
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoint folders of a run, oldest first (partial saves are ignored)."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def read_meta(ckpt: Path) -> dict[str, Any]:
+    """``meta.json`` of a checkpoint, after checking that every file it lists is intact."""
+    ckpt = Path(ckpt)
+    meta_path = ckpt / META_FILE
+    try:
+        meta = json.loads(meta_path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{meta_path}: missing; {ckpt} is no checkpoint") from None
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{meta_path}: not valid JSON ({err})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{meta_path}: not a sparsecircuits checkpoint")
+    if meta.get("version") != VERSION:
+        raise CheckpointError(f"{meta_path}: format version {meta.get('version')}, "
+                              f"this sparsecircuits reads version {VERSION}")
+    for name, expected in meta["files"].items():
+        path = ckpt / name
+        if not path.exists():
+            raise CheckpointError(f"{path}: missing from checkpoint")
+        size = path.stat().st_size
+        if size != expected["bytes"]:
+            raise CheckpointError(
+                f"{path}: truncated or altered ({size} bytes, expected {expected['bytes']})")
+        if _sha256(path) != expected["sha256"]:
+            raise CheckpointError(f"{path}: contents do not match the checksum in meta.json")
+    return meta
+
+
+def _load(path: Path) -> dict[str, Tensor]:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{path}: cannot read tensors ({err})") from None
+
+
+def load_weights(ckpt: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Dense weights and meta of a checkpoint."""
+    meta = read_meta(ckpt)
+    return expand(_load(Path(ckpt) / MODEL_FILE), meta["shapes"]), meta
+
+
+def load_state(ckpt: Path) -> dict[str, Tensor]:
+    """The resume state (optimizer and masks) of a checkpoint; only the newest has one."""
+    path = Path(ckpt) / STATE_FILE
+    if not path.exists():
+        raise CheckpointError(f"{path}: missing; only the newest checkpoint can be resumed from")
+    return _load(path)
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint of a run, or None."""
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def flatten_optimizer(
+    optimizer: torch.optim.Optimizer, named: dict[str, Tensor]
+) -> dict[str, Tensor]:
+    """The optimizer's per-parameter state as ``optimizer/<param name>/<key>`` tensors."""
+    return {
+        f"optimizer/{name}/{key}": value
+        for name, param in named.items()
+        for key, value in optimizer.state.get(param, {}).items()
+    }
+
+
+def restore_optimizer(
+    optimizer: torch.optim.Optimizer, named: dict[str, Tensor], state: dict[str, Tensor]
+) -> None:
+    """Inverse of :func:`flatten_optimizer`."""
+    for key, value in state.items():
+        if key.startswith("optimizer/"):
+            name, field = key[len("optimizer/"):].rsplit("/", 1)
+            optimizer.state[named[name]][field] = value.clone()
+
+
+def read_run_config(run_dir: Path) -> Config:
+    """The resolved config a run saved in its ``config.json``."""
+    path = Path(run_dir) / "config.json"
+    try:
+        return config_from_dict(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing; is {run_dir} a run folder?") from None
+
+
+def load_model(ckpt_dir: str | Path) -> tuple[SparseGPT, dict[str, Any]]:
+    """The model saved in a checkpoint folder (in eval mode) and its meta.
+
+    The architecture comes from the run's ``config.json``, two folders up."""
+    ckpt_dir = Path(ckpt_dir)
+    config = read_run_config(ckpt_dir.parent.parent)
+    weights, meta = load_weights(ckpt_dir)
+    model = SparseGPT(config.model)
+    model.load_state_dict(weights)
+    model.eval()
+    return model, meta

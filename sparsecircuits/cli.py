@@ -1,0 +1,98 @@
+"""The command line: a thin face over the library.
+
+    sparsecircuits train CONFIG_OR_PRESET [--set section.field=value ...] [--out DIR] [--resume]
+    sparsecircuits extract RUN_DIR [--tasks T ...] [--seeds N]
+    sparsecircuits timeline RUN_DIR [--control RUN_DIR]
+    sparsecircuits demo [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from sparsecircuits.checkpoint import CheckpointError
+from sparsecircuits.config import PRESETS, ConfigError, load_config
+
+
+def _train(args: argparse.Namespace) -> None:
+    from sparsecircuits.train import train
+
+    config = load_config(args.config, args.set)
+    out = Path(args.out or Path("runs") / Path(args.config).stem)
+    start = time.perf_counter()
+    train(config, out, resume=args.resume)
+    print(f"trained {out} in {time.perf_counter() - start:.1f} s")
+
+
+def _extract(args: argparse.Namespace) -> None:
+    from sparsecircuits.circuits.extract import extract_run
+
+    extract_run(Path(args.run_dir), tasks=args.tasks, seeds=args.seeds)
+
+
+def _timeline(args: argparse.Namespace) -> None:
+    from sparsecircuits.circuits.timeline import export_run, timeline_report
+
+    export_run(Path(args.run_dir))
+    print(timeline_report(Path(args.run_dir), control=args.control and Path(args.control)))
+
+
+def _demo(args: argparse.Namespace) -> None:
+    """Train the tiny preset, then extract and summarise its circuits."""
+    out = Path(args.out)
+    for command in (
+        ["train", "tiny", "--out", str(out), *(["--resume"] if out.exists() else [])],
+        ["extract", str(out)],
+        ["timeline", str(out)],
+    ):
+        print(f"$ sparsecircuits {' '.join(command)}", flush=True)
+        main(command)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sparsecircuits", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a weight-sparse model under a schedule")
+    train.add_argument("config", help=f"a preset ({', '.join(PRESETS)}) or a .toml/.json file")
+    train.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                       help="override one config field (repeatable)")
+    train.add_argument("--out", help="run folder (default: runs/<preset or file name>)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run in --out from its newest checkpoint")
+    train.set_defaults(func=_train)
+
+    extract = commands.add_parser("extract", help="weight graphs and task circuits per checkpoint")
+    extract.add_argument("run_dir")
+    extract.add_argument("--tasks", nargs="+", help="tasks to extract (default: all evaluated)")
+    extract.add_argument("--seeds", type=int, default=1,
+                         help="extractions per task and checkpoint (>1 gives a noise floor)")
+    extract.set_defaults(func=_extract)
+
+    timeline = commands.add_parser("timeline", help="events and recovery metrics of a run")
+    timeline.add_argument("run_dir")
+    timeline.add_argument("--control", help="a run that differs only in schedule, to compare")
+    timeline.set_defaults(func=_timeline)
+
+    demo = commands.add_parser("demo", help="train tiny, extract its circuits, summarise")
+    demo.add_argument("--out", default="runs/demo")
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``sparsecircuits`` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ConfigError, CheckpointError) as err:
+        print(f"sparsecircuits: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""A small GPT whose weights can be kept weight-sparse (Gao et al. 2025), with named hooks.
+
+Pre-norm blocks with RMSNorm, multi-head attention with small heads, a GELU MLP, learned
+positions and an untied unembedding; optionally an attention sink and a dense bigram table.
+Every matrix is stored in ``F.linear`` layout ``[out, in]`` and multiplied through
+:func:`sparsecircuits.kernels.sparse_linear`, so the zeros the sparsity projection leaves can be
+skipped.
+
+Hook points (all ``[batch, position, channel]`` except the pattern), per block ``i``::
+
+    hook_embed, hook_pos_embed
+    blocks.i.hook_resid_pre
+    blocks.i.ln1.hook_normalized         residual read by attention
+    blocks.i.attn.hook_q / hook_k / hook_v   channel c belongs to head c // d_head
+    blocks.i.attn.hook_pattern           [batch, head, query, key]
+    blocks.i.attn.hook_z                 pattern-weighted values, same channels as hook_v
+    blocks.i.hook_attn_out               residual write of attention
+    blocks.i.hook_resid_mid
+    blocks.i.ln2.hook_normalized         residual read by the MLP
+    blocks.i.mlp.hook_pre / hook_post    MLP neurons before / after GELU
+    blocks.i.hook_mlp_out                residual write of the MLP
+    blocks.i.hook_resid_post
+    ln_final.hook_normalized             residual read by the unembedding
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sparsecircuits.config import ModelConfig
+from sparsecircuits.hooks import HookedModule, HookPoint
+from sparsecircuits.kernels import sparse_linear
+
+
+def _keep(cfg: ModelConfig, site: str, width: int) -> int:
+    """Channels kept per token at ``site`` under activation sparsity (0: the site is dense)."""
+    if cfg.act_sparsity <= 0 or site not in cfg.act_sparsity_sites:
+        return 0
+    return max(1, math.ceil(cfg.act_sparsity * width))
+
+
+class RMSNorm(nn.Module):
+    """x / rms(x) * w, with a hook on the normalised output."""
+
+    def __init__(self, width: int, keep: int = 0, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(width))
+        self.eps = eps
+        self.hook_normalized = HookPoint(keep)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.hook_normalized(F.rms_norm(x, x.shape[-1:], self.w, self.eps))
+
+
+class Linear(nn.Module):
+    """``y = x Wᵀ + b`` through the sparse-kernel dispatcher."""
+
+    def __init__(self, d_in: int, d_out: int, std: float, backend: str) -> None:
+        super().__init__()
+        self.W = nn.Parameter(torch.randn(d_out, d_in) * std)
+        self.b = nn.Parameter(torch.zeros(d_out))
+        self.backend = backend
+
+    def forward(self, x: Tensor) -> Tensor:
+        return sparse_linear(x, self.W, self.b, backend=self.backend)
+
+
+class Attention(nn.Module):
+    """Causal multi-head attention; q, k and v are separate matrices so each is its own tensor
+    to sparsify and its own hook site."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        width = cfg.n_heads * cfg.d_head
+        std, backend = cfg.init_std, cfg.kernel_backend
+        self.n_heads, self.d_head = cfg.n_heads, cfg.d_head
+        self.q = Linear(cfg.d_model, width, std, backend)
+        self.k = Linear(cfg.d_model, width, std, backend)
+        self.v = Linear(cfg.d_model, width, std, backend)
+        self.o = Linear(width, cfg.d_model, std / math.sqrt(2 * cfg.n_layers), backend)
+        self.sink = nn.Parameter(torch.zeros(cfg.n_heads)) if cfg.attn_sink else None
+        self.hook_q = HookPoint(_keep(cfg, "attn.hook_q", width))
+        self.hook_k = HookPoint(_keep(cfg, "attn.hook_k", width))
+        self.hook_v = HookPoint(_keep(cfg, "attn.hook_v", width))
+        self.hook_pattern = HookPoint()
+        self.hook_z = HookPoint()
+
+    def _heads(self, x: Tensor) -> Tensor:
+        batch, pos, _ = x.shape
+        return x.view(batch, pos, self.n_heads, self.d_head).transpose(1, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        q = self._heads(self.hook_q(self.q(x)))
+        k = self._heads(self.hook_k(self.k(x)))
+        v = self._heads(self.hook_v(self.v(x)))
+        if self.sink is None and not self.hook_pattern.fns:
+            z = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            z = self.hook_pattern(self._pattern(q, k)) @ v
+        batch, _, pos, _ = z.shape
+        z = self.hook_z(z.transpose(1, 2).reshape(batch, pos, -1))
+        return self.o(z)
+
+    def _pattern(self, q: Tensor, k: Tensor) -> Tensor:
+        pos = q.shape[2]
+        scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.d_head)
+        causal = torch.ones(pos, pos, dtype=torch.bool, device=q.device).tril()
+        scores = scores.masked_fill(~causal, float("-inf"))
+        if self.sink is None:
+            return scores.softmax(dim=-1)
+        sink = self.sink.view(1, -1, 1, 1).expand(*scores.shape[:-1], 1)
+        return torch.cat([scores, sink], dim=-1).softmax(dim=-1)[..., :-1]
+
+
+class MLP(nn.Module):
+    """GELU MLP with hooks on the neurons."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        std, backend = cfg.init_std, cfg.kernel_backend
+        self.fc_in = Linear(cfg.d_model, cfg.d_mlp, std, backend)
+        self.fc_out = Linear(cfg.d_mlp, cfg.d_model, std / math.sqrt(2 * cfg.n_layers), backend)
+        self.hook_pre = HookPoint()
+        self.hook_post = HookPoint(_keep(cfg, "mlp.hook_post", cfg.d_mlp))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc_out(self.hook_post(F.gelu(self.hook_pre(self.fc_in(x)))))
+
+
+class Block(nn.Module):
+    """One pre-norm transformer block."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        d = cfg.d_model
+        # Registration order is forward order: hook_names() lists hooks as the pass meets them.
+        self.hook_resid_pre = HookPoint()
+        self.ln1 = RMSNorm(d, _keep(cfg, "ln1.hook_normalized", d))
+        self.attn = Attention(cfg)
+        self.hook_attn_out = HookPoint(_keep(cfg, "hook_attn_out", d))
+        self.hook_resid_mid = HookPoint()
+        self.ln2 = RMSNorm(d, _keep(cfg, "ln2.hook_normalized", d))
+        self.mlp = MLP(cfg)
+        self.hook_mlp_out = HookPoint(_keep(cfg, "hook_mlp_out", d))
+        self.hook_resid_post = HookPoint()
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.hook_resid_pre(x)
+        x = self.hook_resid_mid(x + self.hook_attn_out(self.attn(self.ln1(x))))
+        return self.hook_resid_post(x + self.hook_mlp_out(self.mlp(self.ln2(x))))
+
+
+class SparseGPT(HookedModule):
+    """The model. ``forward(tokens [batch, pos]) -> logits [batch, pos, vocab]``."""
+
+    def __init__(self, cfg: ModelConfig, seed: int = 0) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.hook_embed = HookPoint()
+        self.hook_pos_embed = HookPoint()
+        generator_state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        try:
+            self.W_E = nn.Parameter(torch.randn(cfg.vocab_size, cfg.d_model) * cfg.init_std)
+            self.W_pos = nn.Parameter(torch.randn(cfg.n_ctx, cfg.d_model) * cfg.init_std)
+            self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+            self.ln_final = RMSNorm(cfg.d_model)
+            self.unembed = Linear(cfg.d_model, cfg.vocab_size, cfg.init_std, cfg.kernel_backend)
+            self.bigram = (
+                nn.Parameter(torch.rand(cfg.vocab_size, cfg.vocab_size) * 0.02)
+                if cfg.bigram else None
+            )
+        finally:
+            torch.random.set_rng_state(generator_state)
+        self.setup_hooks()
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        if tokens.shape[-1] > self.cfg.n_ctx:
+            raise ValueError(f"{tokens.shape[-1]} tokens exceed the context of {self.cfg.n_ctx}")
+        x = self.hook_embed(self.W_E[tokens])
+        x = x + self.hook_pos_embed(self.W_pos[: tokens.shape[-1]].expand_as(x))
+        for block in self.blocks:
+            x = block(x)
+        logits = self.unembed(self.ln_final(x))
+        if self.bigram is not None:
+            logits = logits + self.bigram[tokens]
+        return logits
+
+    def sparse_parameters(self) -> dict[str, str]:
+        """Every weight-sparse tensor by name, with its kind: ``matrix`` or ``embed`` (the
+        embeddings, the unembedding and every bias). Norm gains, the sink and the bigram table
+        stay dense."""
+        kinds: dict[str, str] = {}
+        for name, param in self.named_parameters():
+            if name.endswith(".w") or name.endswith("sink") or name == "bigram":
+                continue
+            is_matrix = param.dim() == 2 and name not in ("W_E", "W_pos", "unembed.W")
+            kinds[name] = "matrix" if is_matrix else "embed"
+        return kinds

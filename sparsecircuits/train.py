@@ -1,0 +1,341 @@
+"""The training loop: a weight-sparse GPT trained under a cyclic schedule, into a run folder.
+
+Every step trains the source the schedule names (``data.source_rows`` rows of a task or a
+document) plus ``data.lm_rows`` windows of corpus text, then applies AdamW and the top-k
+projection. At every block boundary every task and source is evaluated on its fixed set
+(``evals.jsonl``, the loss matrix) and a checkpoint is saved. Each step's batch is a pure
+function of ``(run.seed, step)``, so a run resumed from its newest checkpoint writes exactly the
+metrics of a run that never stopped.
+
+Run folder::
+
+    config.json      the resolved config
+    metrics.jsonl    loss, learning rate, density and churn every ``run.log_every`` steps
+    evals.jsonl      every task and source at every block boundary
+    checkpoints/     see :mod:`sparsecircuits.checkpoint`
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm import tqdm
+
+from sparsecircuits import checkpoint as ckpt
+from sparsecircuits.config import Config, ConfigError
+from sparsecircuits.data.corpus import (
+    Corpus,
+    document_windows,
+    lm_windows,
+    load_corpus,
+    pick_documents,
+)
+from sparsecircuits.data.tasks import (
+    TASKS,
+    contrast_accuracy,
+    contrast_loss,
+    eval_set,
+    train_batch,
+)
+from sparsecircuits.data.tokenizer import TOKENIZER
+from sparsecircuits.model import SparseGPT
+from sparsecircuits.schedules import Schedule, Slot, schedule_from_config
+from sparsecircuits.sparsity import Churn, Sparsifier, learning_rate, normalize_grad_rms
+
+DOC_PREFIX = "doc:"
+
+
+# --------------------------------------------------------------------------------------------
+# Sources: what a schedule can name
+
+
+@dataclass
+class Sources:
+    """The tasks and documents a run trains and evaluates, and the corpus behind them."""
+
+    corpus: Corpus
+    tasks: list[str]
+    documents: dict[str, Tensor]
+    """Fixed windows ``[n, ctx+1]`` per document source."""
+    heldout: Tensor
+    """Fixed held-out corpus windows ``[n, ctx+1]`` for the language-modelling evaluation."""
+
+
+def check_sources(config: Config) -> None:
+    """Raise :class:`ConfigError` if the schedule names a task or document that does not exist."""
+    for i, name in enumerate(config.schedule.sources):
+        field = f"schedule.sources[{i}]"
+        if name.startswith(DOC_PREFIX):
+            index = name[len(DOC_PREFIX):]
+            if not index.isdigit() or int(index) >= config.data.documents:
+                raise ConfigError(f"{field}: {name!r} needs data.documents > {index} "
+                                  f"(documents are doc:0 .. doc:{config.data.documents - 1})")
+        elif name not in TASKS:
+            raise ConfigError(f"{field}: unknown task {name!r} (tasks: {', '.join(TASKS)}; "
+                              f"documents: doc:N)")
+    if config.model.vocab_size < TOKENIZER.vocab_size:
+        raise ConfigError(f"model.vocab_size: {config.model.vocab_size} is smaller than the "
+                          f"tokenizer's {TOKENIZER.vocab_size} symbols")
+
+
+def load_sources(config: Config) -> Sources:
+    """Load the corpus and fix every evaluation set."""
+    d, ctx = config.data, config.model.n_ctx
+    corpus = load_corpus(d.corpus_root or None, holdout_every=d.holdout_every)
+    docs = pick_documents(corpus, d.documents, 2 * (ctx + 1), config.run.seed)
+    documents = {
+        f"{DOC_PREFIX}{i}": document_windows(doc, d.document_windows, ctx)
+        for i, doc in enumerate(docs)
+    }
+    heldout = lm_windows(corpus.heldout, d.eval_windows, ctx, torch.Generator().manual_seed(0))
+    return Sources(corpus, list(TASKS), documents, heldout)
+
+
+# --------------------------------------------------------------------------------------------
+# One step
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The random stream of one step: a pure function of the run seed and the step."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+def batch_loss(model: SparseGPT, config: Config, sources: Sources, slot: Slot) -> dict[str, Tensor]:
+    """Loss on the scheduled source's rows and on the corpus rows of ``slot.step``'s batch."""
+    d, ctx = config.data, config.model.n_ctx
+    generator = step_generator(config.run.seed, slot.step)
+    lm = lm_windows(sources.corpus.train, d.lm_rows, ctx, generator) if d.lm_rows else None
+    if slot.source in sources.documents:
+        windows = sources.documents[slot.source]
+        windows = windows if lm is None else torch.cat([windows, lm])
+        logits = model(windows[:, :-1])
+        per_token = F.cross_entropy(logits.transpose(1, 2), windows[:, 1:], reduction="none")
+        n = len(sources.documents[slot.source])
+        out = {"source_loss": per_token[:n].mean()}
+        lm_per_token = per_token[n:]
+    else:
+        rows = train_batch(TASKS[slot.source], d.source_rows, ctx, generator)
+        n = len(rows.tokens)
+        tokens = rows.tokens if lm is None else torch.cat([rows.tokens, lm[:, :-1]])
+        logits = model(tokens)
+        out = {"source_loss": F.cross_entropy(logits[:n, -1], rows.correct)}
+        lm_per_token = (
+            F.cross_entropy(logits[n:].transpose(1, 2), lm[:, 1:], reduction="none")
+            if lm is not None else None
+        )
+    out["lm_loss"] = lm_per_token.mean() if lm is not None else torch.zeros(())
+    out["loss"] = out["source_loss"] + out["lm_loss"]
+    return out
+
+
+@torch.no_grad()
+def evaluate_all(model: SparseGPT, config: Config, sources: Sources) -> dict[str, dict[str, float]]:
+    """Every task's contrast loss and accuracy, every document's and the held-out corpus's
+    language-modelling loss, on their fixed sets."""
+    was_training = model.training
+    model.eval()
+    ctx = config.model.n_ctx
+    results: dict[str, dict[str, float]] = {}
+    for name in sources.tasks:
+        fixed = eval_set(TASKS[name], ctx, config.data.eval_examples)
+        last = model(fixed.tokens)[:, -1]
+        results[name] = {
+            "loss": float(contrast_loss(last, fixed.correct, fixed.wrong).mean()),
+            "accuracy": float(contrast_accuracy(last, fixed.correct, fixed.wrong)),
+        }
+    for name, windows in {**sources.documents, "corpus": sources.heldout}.items():
+        logits = model(windows[:, :-1])
+        results[name] = {"loss": float(F.cross_entropy(logits.transpose(1, 2), windows[:, 1:]))}
+    model.train(was_training)
+    return results
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+
+
+class Trainer:
+    """Owns the model, optimizer, sparsifier and schedule of one run folder."""
+
+    def __init__(self, config: Config, run_dir: Path) -> None:
+        check_sources(config)
+        self.schedule: Schedule = schedule_from_config(config.schedule)
+        self.config = config
+        self.run_dir = Path(run_dir)
+        if config.run.threads:
+            torch.set_num_threads(config.run.threads)
+        self.sources = load_sources(config)
+        self.model = SparseGPT(config.model, seed=config.run.seed)
+        self.named = dict(self.model.named_parameters())
+        o = config.optimizer
+        decay = [p for n, p in self.named.items() if p.dim() == 2 and n != "bigram"]
+        no_decay = [p for n, p in self.named.items() if p.dim() != 2 or n == "bigram"]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": o.weight_decay},
+             {"params": no_decay, "weight_decay": 0.0}],
+            lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps,
+        )
+        self.sparsifier = Sparsifier(self.model, config.sparsity, self.schedule.total_steps)
+        self.step = 0
+        self._churn = Counter[str]()
+        self._block_churn: dict[str, Counter[str]] = {}
+
+    # -- files --------------------------------------------------------------------------
+
+    def _files_ready(self, resume: bool) -> None:
+        config_path = self.run_dir / "config.json"
+        saved = self.config.to_dict()
+        if resume:
+            if not config_path.exists():
+                raise ConfigError(f"{config_path}: no run to resume here")
+            previous = json.loads(config_path.read_text())
+            if previous != json.loads(json.dumps(saved)):
+                changed = [
+                    f"{section}.{key}"
+                    for section, values in saved.items()
+                    for key, value in values.items()
+                    if json.loads(json.dumps(value)) != previous.get(section, {}).get(key)
+                ]
+                raise ConfigError(f"{config_path}: --resume needs the same config; differs in "
+                                  f"{', '.join(changed) or 'structure'}")
+            return
+        if (self.run_dir / "checkpoints").exists() or config_path.exists():
+            raise ConfigError(f"{self.run_dir}: already holds a run; pass --resume to continue "
+                              f"it or choose another --out")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        ckpt.atomic_write_text(config_path, json.dumps(saved, indent=1))
+
+    def _resume(self) -> None:
+        latest = ckpt.latest_checkpoint(self.run_dir)
+        if latest is None:
+            return
+        weights, meta = ckpt.load_weights(latest)
+        state = ckpt.load_state(latest)
+        self.model.load_state_dict(weights)
+        ckpt.restore_optimizer(self.optimizer, self.named, state)
+        self.sparsifier.load_state_dict(
+            {k: v for k, v in state.items() if not k.startswith("optimizer/")}
+        )
+        self.step = meta["step"] + 1
+        self._churn = Counter(meta["churn_total"])
+        if meta["step"] not in self.schedule.boundaries():
+            self._block_churn = {name: Counter(c) for name, c in meta["churn"].items()}
+        for name in ("metrics.jsonl", "evals.jsonl"):
+            ckpt.truncate_jsonl(self.run_dir / name, meta["step"])
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def train(self, resume: bool = False, progress: bool | None = None) -> Path:
+        """Train to the end of the schedule; return the run folder."""
+        self._files_ready(resume)
+        if resume:
+            self._resume()
+        boundaries = set(self.schedule.boundaries())
+        total = self.schedule.total_steps
+        bar = tqdm(total=total, initial=self.step, unit="step", desc=self.run_dir.name,
+                   disable=not _show_progress(progress), dynamic_ncols=True)
+        self.model.train()
+        while self.step < total:
+            slot = self.schedule(self.step)
+            record = self._train_step(slot)
+            if self.step % self.config.run.log_every == 0 or self.step == total - 1:
+                record.update(density=self._densities(), churn=dict(self._churn))
+                ckpt.append_jsonl(self.run_dir / "metrics.jsonl", record)
+                bar.set_postfix(loss=f"{record['loss']:.3f}", src=slot.source[:12],
+                                density=f"{record['density']['matrix']:.3f}")
+            save_every = self.config.run.save_every
+            if self.step in boundaries:
+                self._end_block(slot)
+            elif save_every and (self.step + 1) % save_every == 0:
+                self._save(slot)
+            self.step += 1
+            bar.update(1)
+        bar.close()
+        return self.run_dir
+
+    def _train_step(self, slot: Slot) -> dict[str, Any]:
+        """One optimizer step and projection; returns what metrics.jsonl logs of it."""
+        o, s = self.config.optimizer, self.config.sparsity
+        losses = batch_loss(self.model, self.config, self.sources, slot)
+        self.optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        params = list(self.named.values())
+        grad_rms = normalize_grad_rms(params) if o.normalize_grad else float("nan")
+        lr = learning_rate(self.step, self.schedule.total_steps, o, s)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.step()
+        self._count(self.sparsifier.project(self.step))
+        return {
+            "step": self.step,
+            "source": slot.source,
+            **{name: loss.item() for name, loss in losses.items()},
+            "lr": lr,
+            "grad_rms": grad_rms,
+        }
+
+    def _count(self, churn: dict[str, Churn]) -> None:
+        for name, c in churn.items():
+            counter = self._block_churn.setdefault(name, Counter())
+            for key in ("births", "deaths", "revivals"):
+                value = getattr(c, key)
+                counter[key] += value
+                self._churn[key] += value
+
+    def _densities(self) -> dict[str, float]:
+        kinds = self.model.sparse_parameters()
+        out: dict[str, float] = {}
+        for kind in ("matrix", "embed"):
+            names = [n for n, k in kinds.items() if k == kind and n in self.sparsifier.masks]
+            alive = sum(int(self.sparsifier.masks[n].sum()) for n in names)
+            numel = sum(self.sparsifier.masks[n].numel() for n in names)
+            out[kind] = alive / numel if numel else 1.0
+        return out
+
+    def _end_block(self, slot: Slot) -> None:
+        evals = evaluate_all(self.model, self.config, self.sources)
+        ckpt.append_jsonl(self.run_dir / "evals.jsonl", {**_where(slot), "evals": evals})
+        self._save(slot)
+        self._block_churn = {}
+        if self.config.optimizer.reset_at_block:
+            self.optimizer.state.clear()
+
+    def _save(self, slot: Slot) -> None:
+        weights = {name: p.detach() for name, p in self.model.named_parameters()}
+        state = {**ckpt.flatten_optimizer(self.optimizer, self.named),
+                 **self.sparsifier.state_dict()}
+        meta = {
+            **_where(slot),
+            "density": {
+                name: int(mask.sum()) / mask.numel() for name, mask in self.sparsifier.masks.items()
+            },
+            "churn": {name: dict(c) for name, c in self._block_churn.items()},
+            "churn_total": dict(self._churn),
+        }
+        ckpt.save_checkpoint(self.run_dir, self.step, weights, self.sparsifier.masks, state, meta)
+
+
+def _where(slot: Slot) -> dict[str, Any]:
+    return {"step": slot.step, "cycle": slot.cycle, "block": slot.block,
+            "position": slot.position, "source": slot.source}
+
+
+def _show_progress(progress: bool | None) -> bool:
+    if progress is not None:
+        return progress
+    return sys.stderr.isatty() and not os.environ.get("CI")
+
+
+def train(config: Config, run_dir: str | Path, *, resume: bool = False,
+          progress: bool | None = None) -> Path:
+    """Train ``config`` into ``run_dir`` (``resume`` continues its newest checkpoint)."""
+    return Trainer(config, Path(run_dir)).train(resume=resume, progress=progress)

@@ -1,0 +1,106 @@
+"""The model's hooks and options, checked against direct computation."""
+
+import torch
+import torch.nn.functional as F
+
+from sparsecircuits.config import ModelConfig
+from sparsecircuits.model import SparseGPT
+
+CFG = ModelConfig(d_model=32, n_layers=2, n_heads=2, d_head=8, d_mlp=48, n_ctx=16)
+
+
+def tokens(batch=3, pos=10, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, CFG.vocab_size, (batch, pos), generator=generator)
+
+
+def test_cache_holds_every_channel_site_with_plain_shapes():
+    model = SparseGPT(CFG)
+    logits, cache = model.run_with_cache(tokens())
+    assert logits.shape == (3, 10, CFG.vocab_size)
+    assert set(cache) == set(model.hook_names())
+    assert cache["blocks.1.attn.hook_q"].shape == (3, 10, 16)
+    assert cache["blocks.0.mlp.hook_post"].shape == (3, 10, 48)
+    assert cache["blocks.0.attn.hook_pattern"].shape == (3, 2, 10, 10)
+    assert cache["hook_pos_embed"].shape == (3, 10, 32)
+    # The residual bookkeeping adds up: resid_post = resid_mid + mlp_out.
+    torch.testing.assert_close(
+        cache["blocks.0.hook_resid_post"],
+        cache["blocks.0.hook_resid_mid"] + cache["blocks.0.hook_mlp_out"],
+    )
+    assert model.hook_names()[:3] == ["hook_embed", "hook_pos_embed", "blocks.0.hook_resid_pre"]
+
+
+def test_attention_matches_a_hand_computation():
+    """The fused path (no pattern hook) equals softmax(q kᵀ/√d + causal) v by hand."""
+    model = SparseGPT(CFG)
+    _, cache = model.run_with_cache(tokens(), names_filter=lambda n: n.startswith("blocks.0.attn"))
+    q, k, v = (cache[f"blocks.0.attn.hook_{x}"].view(3, 10, 2, 8).transpose(1, 2) for x in "qkv")
+    scores = q @ k.transpose(-1, -2) / 8**0.5
+    scores = scores.masked_fill(~torch.ones(10, 10, dtype=torch.bool).tril(), float("-inf"))
+    z = (scores.softmax(-1) @ v).transpose(1, 2).reshape(3, 10, 16)
+    torch.testing.assert_close(cache["blocks.0.attn.hook_z"], z, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(cache["blocks.0.attn.hook_pattern"], scores.softmax(-1))
+    plain = model(tokens())
+    torch.testing.assert_close(model.run_with_cache(tokens())[0], plain, atol=1e-5, rtol=1e-5)
+
+
+def test_hooks_replace_and_are_removed():
+    model = SparseGPT(CFG)
+    base = model(tokens())
+
+    def zero(x, hook):
+        return torch.zeros_like(x)
+
+    patched = model.run_with_hooks(tokens(), fwd_hooks=[("blocks.1.hook_mlp_out", zero)])
+    assert not torch.allclose(base, patched)
+    # Zeroing the last MLP's write equals computing the unembedding of resid_mid by hand.
+    _, cache = model.run_with_cache(tokens(), names_filter="blocks.1.hook_resid_mid")
+    resid = cache["blocks.1.hook_resid_mid"]
+    by_hand = F.linear(F.rms_norm(resid, (32,), model.ln_final.w, 1e-6),
+                       model.unembed.W, model.unembed.b)
+    torch.testing.assert_close(patched, by_hand, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model(tokens()), base)
+    assert all(not point.fns for point in model.hook_points.values())
+
+
+def test_activation_sparsity_keeps_k_per_token():
+    cfg = ModelConfig(**{**CFG.__dict__, "act_sparsity": 0.25,
+                         "act_sparsity_sites": ["mlp.hook_post", "attn.hook_q"]})
+    model = SparseGPT(cfg)
+    _, cache = model.run_with_cache(tokens())
+    assert ((cache["blocks.0.mlp.hook_post"] != 0).sum(-1) == 12).all()
+    assert ((cache["blocks.1.attn.hook_q"] != 0).sum(-1) == 4).all()
+    assert ((cache["blocks.0.attn.hook_k"] != 0).sum(-1) > 4).all()
+
+
+def test_attention_sink_absorbs_mass():
+    cfg = ModelConfig(**{**CFG.__dict__, "attn_sink": True})
+    model = SparseGPT(cfg)
+    with torch.no_grad():
+        for block in model.blocks:
+            block.attn.sink.fill_(30.0)
+    _, cache = model.run_with_cache(tokens(), names_filter=lambda n: "pattern" in n)
+    # A huge sink logit takes nearly all the attention: rows sum to ~0.
+    assert cache["blocks.0.attn.hook_pattern"].sum(-1).max() < 1e-6
+
+
+def test_sparse_parameters_and_options():
+    model = SparseGPT(CFG)
+    kinds = model.sparse_parameters()
+    assert kinds["blocks.0.attn.q.W"] == "matrix"
+    assert kinds["W_E"] == kinds["unembed.W"] == kinds["blocks.0.mlp.fc_in.b"] == "embed"
+    assert "blocks.0.ln1.w" not in kinds
+    assert model.bigram is None
+    with_bigram = SparseGPT(ModelConfig(**{**CFG.__dict__, "bigram": True}))
+    assert "bigram" not in with_bigram.sparse_parameters()
+
+
+def test_init_depends_on_seed_only():
+    torch.manual_seed(123)
+    a = SparseGPT(CFG, seed=1)
+    torch.manual_seed(456)
+    b = SparseGPT(CFG, seed=1)
+    c = SparseGPT(CFG, seed=2)
+    torch.testing.assert_close(a.W_E, b.W_E)
+    assert not torch.equal(a.W_E, c.W_E)

@@ -1,0 +1,129 @@
+"""Training runs end to end: files, densities, resume after a real kill, and bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from sparsecircuits import checkpoint as ckpt
+from sparsecircuits.config import ConfigError
+from sparsecircuits.train import train
+
+
+def read_lines(path):
+    return path.read_text().splitlines()
+
+
+def test_run_writes_loss_matrix_checkpoints_and_hits_density(tmp_path, micro_config):
+    config = micro_config()
+    run = train(config, tmp_path / "run", progress=False)
+    evals = [json.loads(line) for line in read_lines(run / "evals.jsonl")]
+    assert [e["step"] for e in evals] == [5, 11, 17, 23]
+    assert [e["source"] for e in evals] == ["quote", "closer", "quote", "closer"]
+    assert set(evals[0]["evals"]) >= {"quote", "closer", "bracket_depth", "corpus"}
+    found = ckpt.list_checkpoints(run)
+    assert [int(p.name) for p in found] == [5, 11, 17, 23]
+    meta = ckpt.read_meta(found[-1])
+    assert (meta["cycle"], meta["block"], meta["position"], meta["source"]) == (1, 3, 1, "closer")
+    for name, density in meta["density"].items():
+        target = 0.25 if name.endswith(".W") and name not in ("unembed.W",) else 0.5
+        numel = torch.Size(meta["shapes"][name]).numel()
+        assert abs(density - target) * numel <= 0.5 + 1e-9, name  # exact, up to rounding k
+    # Only the newest checkpoint keeps the resume state.
+    assert [p.name for p in found if (p / ckpt.STATE_FILE).exists()] == [found[-1].name]
+    model, _ = ckpt.load_model(found[-1])
+    assert int(sum((p != 0).sum() for p in model.parameters())) > 0
+    assert json.loads((run / "config.json").read_text())["model"]["d_model"] == 32
+
+
+def _write_config(tmp_path, config):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config.to_dict()))
+    return path
+
+
+def _cli(*args):
+    env = {**os.environ, "CI": "1"}
+    return [sys.executable, "-m", "sparsecircuits.cli", *args], env
+
+
+def test_resume_after_kill_matches_uninterrupted_run(tmp_path, micro_config):
+    config = micro_config("schedule.cycles=8", "schedule.steps_per_block=8", "run.log_every=1")
+    path = _write_config(tmp_path, config)
+    whole = train(config, tmp_path / "whole", progress=False)
+
+    killed = tmp_path / "killed"
+    command, env = _cli("train", str(path), "--out", str(killed))
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while len(ckpt.list_checkpoints(killed)) < 3 and time.time() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    done = len(ckpt.list_checkpoints(killed))
+    assert 3 <= done < 16, "the kill must land mid-run"
+
+    command, env = _cli("train", str(path), "--out", str(killed), "--resume")
+    subprocess.run(command, env=env, check=True, capture_output=True)
+    for name in ("metrics.jsonl", "evals.jsonl"):
+        assert read_lines(killed / name) == read_lines(whole / name), name
+    final_whole, _ = ckpt.load_weights(ckpt.latest_checkpoint(whole))
+    final_killed, meta = ckpt.load_weights(ckpt.latest_checkpoint(killed))
+    assert meta["step"] == 127
+    for name, tensor in final_whole.items():
+        assert torch.equal(tensor, final_killed[name]), name
+
+
+def test_kill_during_save_leaves_previous_checkpoint(tmp_path, micro_config):
+    run = train(micro_config(), tmp_path / "run", progress=False)
+    partial = run / "checkpoints" / ".partial-00000030"
+    partial.mkdir()
+    (partial / "model.safetensors").write_bytes(b"half a file")
+    assert ckpt.latest_checkpoint(run).name == "00000023"
+    ckpt.read_meta(ckpt.latest_checkpoint(run))
+
+
+def test_truncated_and_foreign_checkpoints_are_named(tmp_path, micro_config):
+    run = train(micro_config(), tmp_path / "run", progress=False)
+    latest = ckpt.latest_checkpoint(run)
+    weights = latest / ckpt.MODEL_FILE
+    weights.write_bytes(weights.read_bytes()[:-10])
+    with pytest.raises(ckpt.CheckpointError, match=r"model.safetensors: truncated"):
+        ckpt.load_weights(latest)
+    older = ckpt.list_checkpoints(run)[0]
+    meta = json.loads((older / ckpt.META_FILE).read_text())
+    (older / ckpt.META_FILE).write_text(json.dumps({**meta, "format": "someone-else"}))
+    with pytest.raises(ckpt.CheckpointError, match=r"meta.json: not a sparsecircuits checkpoint"):
+        ckpt.read_meta(older)
+    with pytest.raises(ckpt.CheckpointError, match=r"meta.json: missing"):
+        ckpt.read_meta(tmp_path)
+
+
+def test_bad_config_writes_nothing(tmp_path):
+    out = tmp_path / "never"
+    command, env = _cli("train", "tiny", "--set", "schedule.sources=[\"quote\", \"nope\"]",
+                        "--out", str(out))
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "schedule.sources[1]: unknown task 'nope'" in result.stderr
+    assert not out.exists()
+    command, env = _cli("train", "tiny", "--set", "schedule.kind=\"spiral\"", "--out", str(out))
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    assert "schedule.kind" in result.stderr and not out.exists()
+
+
+def test_existing_run_is_not_overwritten(tmp_path, micro_config):
+    run = train(micro_config(), tmp_path / "run", progress=False)
+    before = (run / "metrics.jsonl").read_text()
+    with pytest.raises(ConfigError, match=r"already holds a run"):
+        train(micro_config(), run, progress=False)
+    with pytest.raises(ConfigError, match=r"differs in model.d_mlp"):
+        train(micro_config("model.d_mlp=32"), run, resume=True, progress=False)
+    assert (run / "metrics.jsonl").read_text() == before
