@@ -169,6 +169,7 @@ class Trainer:
     def __init__(self, config: Config, run_dir: Path) -> None:
         check_sources(config)
         self.schedule: Schedule = schedule_from_config(config.schedule)
+        self._blocks = self.schedule.blocks()
         self.config = config
         self.run_dir = Path(run_dir)
         if config.run.threads:
@@ -303,18 +304,25 @@ class Trainer:
 
     def _end_block(self, slot: Slot) -> None:
         evals = evaluate_all(self.model, self.config, self.sources)
-        ckpt.append_jsonl(self.run_dir / "evals.jsonl", {**_where(slot), "evals": evals})
+        ckpt.append_jsonl(self.run_dir / "evals.jsonl", {**self._where(slot), "evals": evals})
         self._save(slot)
         self._block_churn = {}
         if self.config.optimizer.reset_at_block:
             self.optimizer.state.clear()
+
+    def _where(self, slot: Slot) -> dict[str, Any]:
+        """Where ``slot`` falls in the schedule; ``source`` is its block's source ("mixed" for
+        warm-up, iid and interleaved blocks)."""
+        block = self._blocks[slot.block]
+        return {"step": slot.step, "cycle": slot.cycle, "block": slot.block,
+                "position": slot.position, "source": block.source}
 
     def _save(self, slot: Slot) -> None:
         weights = {name: p.detach() for name, p in self.model.named_parameters()}
         state = {**ckpt.flatten_optimizer(self.optimizer, self.named),
                  **self.sparsifier.state_dict()}
         meta = {
-            **_where(slot),
+            **self._where(slot),
             "density": {
                 name: int(mask.sum()) / mask.numel() for name, mask in self.sparsifier.masks.items()
             },
@@ -322,11 +330,6 @@ class Trainer:
             "churn_total": dict(self._churn),
         }
         ckpt.save_checkpoint(self.run_dir, self.step, weights, self.sparsifier.masks, state, meta)
-
-
-def _where(slot: Slot) -> dict[str, Any]:
-    return {"step": slot.step, "cycle": slot.cycle, "block": slot.block,
-            "position": slot.position, "source": slot.source}
 
 
 def _show_progress(progress: bool | None) -> bool:
