@@ -1,6 +1,6 @@
 """Benchmark the sparse kernels against dense and torch.sparse, side by side in one run.
 
-    python -m sparsecircuits.kernels.bench [--out FILE] [--write-table]
+    python -m sparsecircuits.kernels.bench [--out FILE] [--write-table] [--threads N]
 
 On a CUDA machine: T = 65,536 tokens, bf16, shapes (K→N) 1024→4096, 4096→1024, 1024→1024,
 2048→8192, 512→2048 at densities 5, 2, 1, 0.3, 0.1 %. For each op (forward, input gradient,
@@ -9,9 +9,10 @@ times dense matmul on zero-filled weights, torch CSR, torch BSR (blocks 16 and 3
 (Triton); then the mask update (``topk_mask`` against ``torch.topk``, plus the CSR/CSC build);
 then a full layer forward+backward, ``sparse_linear`` against ``nn.Linear``.
 
-On a CPU the same comparisons run at CPU sizes (T = 4096, fp32, d up to 1024; "ours" is the
-torch twin), and the layer comparison also covers densities up to 100 %: ``--write-table``
-turns it into ``cpu_table.py``, the table the dispatcher reads.
+On a CPU the same comparisons run at CPU sizes (T = 4096, fp32; "ours" is the torch twin): the
+ops and mask update at 1024→4096, 1024→1024, 512→2048, and the layer at the pilot model's
+shapes up to d 1024 and densities up to 100 %. ``--write-table`` turns the layer timings into
+``cpu_table.py``, the table the dispatcher reads. A few minutes on 2 idle cores.
 
 Prints ratio tables (dense time ÷ each time: above 1 is faster than dense) and writes JSON
 with the device name and the versions.
@@ -24,7 +25,6 @@ import json
 import os
 import platform
 import pprint
-import statistics
 import time
 import warnings
 from collections.abc import Callable
@@ -49,18 +49,21 @@ class Setup:
     device: torch.device
     dtype: torch.dtype
     tokens: int
-    shapes: tuple[tuple[int, int], ...]
+    shapes: tuple[tuple[int, int], ...]  # (K, N) for the op and mask comparisons
     densities: tuple[float, ...]
+    layer_shapes: tuple[tuple[int, int], ...]
     layer_densities: tuple[float, ...]
     ours: str  # the sparse_linear backend measured as "ours"
 
 
+ANCHOR_SHAPES = ((1024, 4096), (4096, 1024), (1024, 1024), (2048, 8192), (512, 2048))
 GPU = Setup(
     device=torch.device("cuda"),
     dtype=torch.bfloat16,
     tokens=65_536,
-    shapes=((1024, 4096), (4096, 1024), (1024, 1024), (2048, 8192), (512, 2048)),
+    shapes=ANCHOR_SHAPES,
     densities=(0.05, 0.02, 0.01, 0.003, 0.001),
+    layer_shapes=ANCHOR_SHAPES,
     layer_densities=(0.05, 0.02, 0.01, 0.003, 0.001),
     ours="triton",
 )
@@ -68,30 +71,36 @@ CPU = Setup(
     device=torch.device("cpu"),
     dtype=torch.float32,
     tokens=4096,
-    shapes=((1024, 4096), (4096, 1024), (1024, 1024), (512, 2048), (256, 1024)),
+    shapes=((1024, 4096), (1024, 1024), (512, 2048)),
     densities=(0.05, 0.02, 0.01, 0.003, 0.001),
-    layer_densities=(1.0, 0.5, 0.25, 0.1, 0.05, 0.02, 0.01, 0.003, 0.001),
+    # the pilot model's shapes (d 128, MLP 512) up to d 1024, for the dispatcher's table
+    layer_shapes=(
+        (128, 128), (128, 512), (512, 128), (256, 1024), (1024, 256), (512, 2048), (1024, 1024)
+    ),
+    layer_densities=(1.0, 0.25, 0.1, 0.05, 0.02, 0.01, 0.003, 0.001),
     ours="torch",
 )
 
 
 def time_ms(fn: Callable[[], object], device: torch.device) -> float:
-    """Median wall time of ``fn`` in milliseconds (``do_bench`` on CUDA)."""
+    """Wall time of ``fn`` in milliseconds: ``do_bench`` on CUDA; on a CPU the fastest of a few
+    warm runs, since other processes on a shared machine only ever add time."""
     if device.type == "cuda":
         from triton.testing import do_bench
 
         return do_bench(fn, warmup=10, rep=50)
+    fn()  # warm-up
     start = time.perf_counter()
     fn()
     first = time.perf_counter() - start
-    if first > 0.5:  # slow paths (BSR on a CPU): one measurement is enough
+    if first > 0.3:  # slow paths (BSR on a CPU): one warm measurement is enough
         return first * 1e3
-    times = []
-    for _ in range(max(3, min(20, int(0.5 / max(first, 1e-6))))):
+    times = [first]
+    for _ in range(max(2, min(20, int(0.3 / max(first, 1e-6))))):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+    return min(times) * 1e3
 
 
 def masked_weight(out_features: int, in_features: int, density: float, setup: Setup) -> Tensor:
@@ -250,13 +259,13 @@ def write_table(layers: list[dict], setup: Setup) -> None:
         for r in layers
     ]
     TABLE_PATH.write_text(
-        '"""CPU timings for ``dispatch.py``; written by ``python -m sparsecircuits.kernels.bench'
-        ' --write-table``.\n\n'
+        '"""CPU timings for ``dispatch.py``, written by\n'
+        "``python -m sparsecircuits.kernels.bench --write-table``.\n\n"
         f"Layer forward+backward, T = {setup.tokens}, {setup.dtype}, "
-        f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}.\n"
+        f"torch threads: {torch.get_num_threads()}, {_device_name(setup.device)}.\n"
         'Rows: (in_features, out_features, density, dense ms, torch ms).\n"""\n\n'
         "TIMINGS_MS = "
-        + pprint.pformat(timings, width=96, compact=True)
+        + pprint.pformat(timings, width=84, compact=True)
         + "\n"
     )
 
@@ -265,7 +274,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="JSON path (default benchmarks/results/)")
     parser.add_argument("--write-table", action="store_true", help="CPU: rewrite cpu_table.py")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     setup = GPU if torch.cuda.is_available() else CPU
     if setup is CPU:
         print(f"No CUDA device: timing the CPU paths (T={setup.tokens}, fp32, ours = torch twin).")
@@ -274,9 +286,11 @@ def main() -> None:
     start = time.perf_counter()
     ops, masks, layers = [], [], []
     for k, n in setup.shapes:
-        print(f"measuring {k}→{n} ({time.perf_counter() - start:.0f} s)", flush=True)
+        print(f"ops and mask update {k}→{n} ({time.perf_counter() - start:.0f} s)", flush=True)
         ops += [bench_ops(setup, k, n, d) for d in setup.densities]
         masks += [bench_mask(setup, k, n, d) for d in setup.densities]
+    for k, n in setup.layer_shapes:
+        print(f"layer {k}→{n} ({time.perf_counter() - start:.0f} s)", flush=True)
         layers += [bench_layer(setup, k, n, d) for d in setup.layer_densities]
     print("\n== ops (dense ÷ time; correctness: max relative error of ours vs fp32 dense)")
     for op in ("fwd", "dx", "dw_mask"):
@@ -287,12 +301,8 @@ def main() -> None:
     print(ratio_table(masks, "torch.topk"))
     print("\n== layer forward+backward (nn.Linear ÷ time)")
     print(ratio_table(layers, "nn.Linear"))
-    device_name = (
-        torch.cuda.get_device_name() if setup.device.type == "cuda"
-        else platform.processor() or platform.machine()
-    )
     report = {
-        "device": device_name,
+        "device": _device_name(setup.device),
         "versions": {"torch": torch.__version__, "triton": _triton_version(),
                      "python": platform.python_version()},
         "threads": torch.get_num_threads(),
@@ -311,6 +321,19 @@ def main() -> None:
     if args.write_table and setup is CPU:
         write_table(layers, setup)
         print(f"wrote {TABLE_PATH}")
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpuinfo = Path("/proc/cpuinfo")
+    models = [
+        line.split(":", 1)[1].strip()
+        for line in (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
+        if line.startswith("model name")
+    ]
+    name = models[0] if models else platform.processor() or platform.machine()
+    return f"{name} ({os.cpu_count()} cores)"
 
 
 def _triton_version() -> str | None:

@@ -62,15 +62,15 @@ def compress(matrix: Tensor, nnz: int | None = None) -> CSR:
     rows, cols = matrix.shape
     present = matrix != 0
     if nnz is None:
-        nnz = int(present.sum())
+        nnz = int(present.count_nonzero())
     flat = torch.nonzero_static(present.flatten(), size=nnz, fill_value=-1).squeeze(1)
     padding = flat < 0
     row = torch.where(padding, rows - 1, flat // max(cols, 1))
     col = torch.where(padding, 0, flat % max(cols, 1))
     val = matrix.flatten()[flat.clamp(min=0)].masked_fill(padding, 0)
     crow = torch.zeros(rows + 1, dtype=torch.int64, device=matrix.device)
-    torch.cumsum(present.sum(dim=1), dim=0, out=crow[1:])
-    crow = crow.clamp_(max=nnz)
+    torch.cumsum(present.count_nonzero(dim=1), dim=0, out=crow[1:])
+    crow.clamp_(max=nnz)
     crow[-1] = nnz
     return CSR(
         crow=crow.to(torch.int32),

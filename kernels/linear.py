@@ -51,23 +51,25 @@ class _SparseLinear(torch.autograd.Function):
         nnz = int(w.count_nonzero()) if nnz is None else nnz  # one count for both copies
         ctx.rows = compress(w, nnz)
         ctx.cols = compress(w.t(), nnz)
-        ctx.xt = x.t().contiguous()
+        xt = x.t().contiguous()  # may share x: saved, so in-place edits are caught
+        ctx.save_for_backward(xt)
         ctx.ops, ctx.weight_grad = ops, weight_grad
         ctx.weight_dtype = weight.dtype
-        y = ops.spmm(ctx.rows, ctx.xt)
+        y = ops.spmm(ctx.rows, xt)
         return y if bias is None else y.add_(bias.to(y.dtype))
 
     @staticmethod
     def backward(ctx, dy):
+        (xt,) = ctx.saved_tensors
         dyt = dy.t().contiguous()
         dx = dw = db = None
         if ctx.needs_input_grad[0]:
             dx = ctx.ops.spmm(ctx.cols, dyt)
         if ctx.needs_input_grad[1]:
             if ctx.weight_grad == "dense":
-                dw = dyt @ ctx.xt.t()
+                dw = dyt @ xt.t()
             else:
-                values = ctx.ops.sddmm(ctx.rows, dyt, ctx.xt) * (ctx.rows.val != 0)  # no padding
+                values = ctx.ops.sddmm(ctx.rows, dyt, xt) * (ctx.rows.val != 0)  # no padding
                 dw = replace(ctx.rows, val=values).to_dense()
             dw = dw.to(ctx.weight_dtype)
         if ctx.needs_input_grad[2]:

@@ -54,14 +54,12 @@ def _topk_mask(
     if k < 0:
         raise ValueError(f"k must be >= 0, got {k}")
     magnitude = weight.detach().abs().float()
-    protected = torch.zeros_like(magnitude, dtype=torch.bool)
-    if magnitude.dim() == 2:
-        if min_per_row > 0:
-            protected |= _top_along_last(magnitude, min_per_row, kth_largest)
-        if min_per_col > 0:
-            protected |= _top_along_last(magnitude.t(), min_per_col, kth_largest).t()
-    elif magnitude.dim() != 1:
+    if magnitude.dim() not in (1, 2):
         raise ValueError(f"topk_mask takes a 1-D or 2-D tensor, got shape {tuple(weight.shape)}")
+    if magnitude.dim() == 1 or (min_per_row <= 0 and min_per_col <= 0):
+        return _top_along_last(magnitude.flatten(), k, kth_largest).view_as(magnitude)
+    protected = _top_along_last(magnitude, min_per_row, kth_largest)
+    protected |= _top_along_last(magnitude.t(), min_per_col, kth_largest).t()
     # Protected entries rank first (+inf), so the global top-k is "floors, then the largest of
     # the rest" with a static count; or-ing the floors back in keeps them all if they exceed k.
     scores = magnitude.masked_fill(protected, float("inf")).flatten()
