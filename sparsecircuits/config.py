@@ -135,7 +135,7 @@ class ScheduleConfig:
     granularity: int = 1
     """``interleave`` only: switch source every g steps."""
     warmup_steps: int = 0
-    """Steps of an i.i.d. mixture over all sources before the cycles."""
+    """Steps before the cycles whose every batch mixes all sources (split at random)."""
     skip: list[list[Any]] = field(default_factory=list)
     """``[source, cycle]`` pairs: leave that source out of that cycle."""
     seed: int = 0

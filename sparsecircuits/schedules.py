@@ -1,9 +1,10 @@
 """Cyclic data schedules: pure, seeded maps from a training step to the source trained at it.
 
 A schedule is ``E`` cycles; every cycle holds one block of ``M`` steps per source (minus any
-skipped ones), optionally preceded by a warm-up block that draws an i.i.d. mixture over all
-sources. Randomness comes only from string-seeded ``random.Random`` instances, so the same
-spec gives the same schedule in every process.
+skipped ones), optionally preceded by a warm-up block whose every step trains a mixture of all
+sources (source ``"mixed"``: the trainer splits each batch among them). Randomness comes only
+from string-seeded ``random.Random`` instances, so the same spec gives the same schedule in
+every process.
 
     >>> schedule = build_schedule(ScheduleSpec(sources=("a", "b"), steps_per_block=2, cycles=2))
     >>> [schedule(step).source for step in range(schedule.total_steps)]
@@ -59,7 +60,7 @@ class ScheduleSpec:
     steps_per_block: int = 50  # M
     cycles: int = 4  # E
     granularity: int = 1  # interleave only: switch source every g steps (M % g == 0)
-    warmup_steps: int = 0  # an i.i.d. mixture over all sources before the cycles
+    warmup_steps: int = 0  # steps training a mixture of all sources before the cycles
     skip: tuple[tuple[str, int], ...] = ()  # (source, cycle): omit that block in that cycle
     seed: int = 0
 
@@ -121,7 +122,7 @@ class Schedule:
     def _source_at(self, block: Block, step: int) -> str:
         spec = self.spec
         if block.cycle == -1:
-            return _draw(spec.seed, step, spec.sources)
+            return MIXED
         cycle_start, order = self._cycles[block.cycle]
         if spec.kind == "iid":
             return _draw(spec.seed, step, order)

@@ -48,7 +48,7 @@ from sparsecircuits.data.tasks import (
 )
 from sparsecircuits.data.tokenizer import TOKENIZER
 from sparsecircuits.model import SparseGPT
-from sparsecircuits.schedules import Schedule, Slot, schedule_from_config
+from sparsecircuits.schedules import MIXED, Schedule, Slot, schedule_from_config
 from sparsecircuits.sparsity import Churn, Sparsifier, learning_rate, normalize_grad_rms
 
 DOC_PREFIX = "doc:"
@@ -109,32 +109,49 @@ def step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 
+def _row_counts(config: Config, slot: Slot, generator: torch.Generator) -> dict[str, int]:
+    """How many source rows each source gets this step: all of them for the scheduled source,
+    or a uniform random split among every source in a mixed (warm-up) step."""
+    rows = config.data.source_rows
+    if slot.source != MIXED:
+        return {slot.source: rows}
+    names = config.schedule.sources
+    picks = torch.randint(len(names), (rows,), generator=generator)
+    return {name: int((picks == i).sum()) for i, name in enumerate(names)}
+
+
 def batch_loss(model: SparseGPT, config: Config, sources: Sources, slot: Slot) -> dict[str, Tensor]:
-    """Loss on the scheduled source's rows and on the corpus rows of ``slot.step``'s batch."""
+    """Loss on the source rows and on the corpus rows of ``slot.step``'s batch.
+
+    A task row is trained on its answer (cross-entropy at the last position); a document window
+    and a corpus window on every next token. A document named by the schedule is trained on all
+    its fixed windows, every step (Yang et al.); in a mixed step it gets a random few of them.
+    ``source_loss`` averages over source rows, ``lm_loss`` over corpus rows."""
     d, ctx = config.data, config.model.n_ctx
     generator = step_generator(config.run.seed, slot.step)
-    lm = lm_windows(sources.corpus.train, d.lm_rows, ctx, generator) if d.lm_rows else None
-    if slot.source in sources.documents:
-        windows = sources.documents[slot.source]
-        windows = windows if lm is None else torch.cat([windows, lm])
-        logits = model(windows[:, :-1])
-        per_token = F.cross_entropy(logits.transpose(1, 2), windows[:, 1:], reduction="none")
-        n = len(sources.documents[slot.source])
-        out = {"source_loss": per_token[:n].mean()}
-        lm_per_token = per_token[n:]
-    else:
-        rows = train_batch(TASKS[slot.source], d.source_rows, ctx, generator)
-        n = len(rows.tokens)
-        tokens = rows.tokens if lm is None else torch.cat([rows.tokens, lm[:, :-1]])
-        logits = model(tokens)
-        out = {"source_loss": F.cross_entropy(logits[:n, -1], rows.correct)}
-        lm_per_token = (
-            F.cross_entropy(logits[n:].transpose(1, 2), lm[:, 1:], reduction="none")
-            if lm is not None else None
-        )
-    out["lm_loss"] = lm_per_token.mean() if lm is not None else torch.zeros(())
-    out["loss"] = out["source_loss"] + out["lm_loss"]
-    return out
+    counts = _row_counts(config, slot, generator)
+    tasks = [train_batch(TASKS[name], n, ctx, generator)
+             for name, n in counts.items() if n and name in TASKS]
+    windows = []
+    for name, n in counts.items():
+        if n and name in sources.documents:
+            fixed = sources.documents[name]
+            pick = torch.randint(len(fixed), (n,), generator=generator)
+            windows.append(fixed if slot.source == name else fixed[pick])
+    n_docs = sum(len(w) for w in windows)
+    if d.lm_rows:
+        windows.append(lm_windows(sources.corpus.train, d.lm_rows, ctx, generator))
+    task_tokens = torch.cat([t.tokens for t in tasks]) if tasks else torch.zeros(0, ctx).long()
+    window_tokens = torch.cat(windows) if windows else torch.zeros(0, ctx + 1).long()
+    logits = model(torch.cat([task_tokens, window_tokens[:, :-1]]))
+    n_tasks = len(task_tokens)
+    task_loss = F.cross_entropy(logits[:n_tasks, -1], torch.cat([t.correct for t in tasks]),
+                                reduction="none") if tasks else torch.zeros(0)
+    window_loss = F.cross_entropy(logits[n_tasks:].transpose(1, 2), window_tokens[:, 1:],
+                                  reduction="none").mean(dim=1)
+    source_loss = torch.cat([task_loss, window_loss[:n_docs]]).mean()
+    lm_loss = window_loss[n_docs:].mean() if d.lm_rows else torch.zeros(())
+    return {"loss": source_loss + lm_loss, "source_loss": source_loss, "lm_loss": lm_loss}
 
 
 @torch.no_grad()

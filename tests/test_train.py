@@ -127,3 +127,17 @@ def test_existing_run_is_not_overwritten(tmp_path, micro_config):
     with pytest.raises(ConfigError, match=r"differs in model.d_mlp"):
         train(micro_config("model.d_mlp=32"), run, resume=True, progress=False)
     assert (run / "metrics.jsonl").read_text() == before
+
+
+def test_document_sources_and_a_mixed_warmup(tmp_path, micro_config):
+    config = micro_config("schedule.sources=[\"quote\", \"doc:0\", \"doc:1\"]",
+                          "data.documents=2", "schedule.warmup_steps=4", "schedule.cycles=1")
+    run = train(config, tmp_path / "run", progress=False)
+    evals = [json.loads(line) for line in read_lines(run / "evals.jsonl")]
+    assert [(e["source"], e["cycle"]) for e in evals] == [
+        ("mixed", -1), ("quote", 0), ("doc:0", 0), ("doc:1", 0)]
+    assert {"doc:0", "doc:1", "quote", "corpus"} <= set(evals[0]["evals"])
+    metrics = [json.loads(line) for line in read_lines(run / "metrics.jsonl")]
+    assert [m["source"] for m in metrics[:4]] == ["mixed"] * 4
+    # Training on a document lowers its loss: the doc:0 block ends below where it started.
+    assert evals[2]["evals"]["doc:0"]["loss"] < evals[1]["evals"]["doc:0"]["loss"]
