@@ -11,6 +11,7 @@ are appended to the last row with value 0 and column 0; they add nothing to a pr
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -39,9 +40,11 @@ class CSR:
     def to_torch(self, dtype: torch.dtype | None = None) -> Tensor:
         """The same matrix as a ``torch.sparse_csr_tensor`` (values cast to ``dtype``)."""
         val = self.val if dtype is None else self.val.to(dtype)
-        return torch.sparse_csr_tensor(
-            self.crow, self.col, val, self.shape, check_invariants=False
-        )
+        with warnings.catch_warnings():  # torch calls its CSR support "beta" on every build
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            return torch.sparse_csr_tensor(
+                self.crow, self.col, val, self.shape, check_invariants=False
+            )
 
     def to_dense(self) -> Tensor:
         """The matrix as a dense tensor (padding slots add zeros)."""

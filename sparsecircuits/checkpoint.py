@@ -184,6 +184,8 @@ def read_meta(ckpt: Path) -> dict[str, Any]:
                               f"this sparsecircuits reads version {VERSION}")
     for name, expected in meta["files"].items():
         path = ckpt / name
+        if name == STATE_FILE and not path.exists():
+            continue  # a newer checkpoint took over the resume state
         if not path.exists():
             raise CheckpointError(f"{path}: missing from checkpoint")
         size = path.stat().st_size

@@ -36,8 +36,10 @@ def test_run_writes_loss_matrix_checkpoints_and_hits_density(tmp_path, micro_con
         assert abs(density - target) * numel <= 0.5 + 1e-9, name  # exact, up to rounding k
     # Only the newest checkpoint keeps the resume state.
     assert [p.name for p in found if (p / ckpt.STATE_FILE).exists()] == [found[-1].name]
-    model, _ = ckpt.load_model(found[-1])
-    assert int(sum((p != 0).sum() for p in model.parameters())) > 0
+    for path in (found[0], found[-1]):
+        model, meta = ckpt.load_model(path)
+        assert meta["step"] == int(path.name)
+        assert int(sum((p != 0).sum() for p in model.parameters())) > 0
     assert json.loads((run / "config.json").read_text())["model"]["d_model"] == 32
 
 

@@ -1,0 +1,196 @@
+"""Ablation of nodes and edges, mean activations over a reference distribution, evaluation.
+
+A node (``"blocks.0.mlp.hook_post:180"``, see :mod:`sparsecircuits.circuits.graph`) is ablated
+at its hook point, at every position:
+
+- ``zero``: the channel is set to 0;
+- ``mean``: the channel is set to its mean over a *reference* distribution: by default over
+  positions and examples, or, with ``per_position=True``, per position (this hands the ablated
+  model position-specific information for free: see ``notes/pilot.md``);
+- ``resample``: the channel takes its value on another example of the reference (drawn with a
+  fixed seed), at the same position.
+
+A reference is a task name (the first :data:`REFERENCE_EXAMPLES` prompts of the task's fixed
+evaluation set), ``"corpus"`` (:data:`REFERENCE_EXAMPLES` fixed windows of the held-out standard
+library corpus), or a ``[n, position]`` token tensor. Means of named references are cached per
+model object and recomputed whenever a parameter has changed, so they are cached per
+checkpoint.
+
+An edge ``(source id, target id)`` is one weight; ablating it sets that weight to 0 for the
+duration of the block, whatever the method (residual and qk edges carry no weight of their own
+and cannot be ablated).
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from sparsecircuits.circuits.graph import split_node, weight_site
+from sparsecircuits.data.corpus import lm_windows, load_corpus
+from sparsecircuits.data.tasks import contrast_accuracy, contrast_loss, eval_set
+from sparsecircuits.hooks import HookFn, HookPoint
+from sparsecircuits.model import SparseGPT
+
+Method = Literal["zero", "mean", "resample"]
+Reference = str | Tensor
+Target = str | tuple[str, str]
+
+REFERENCE_EXAMPLES = 64
+"""Examples (task prompts or corpus windows) in a named reference distribution."""
+
+_MEANS: weakref.WeakKeyDictionary[SparseGPT, dict[tuple, dict[str, Tensor]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def reference_tokens(reference: Reference, ctx: int) -> Tensor:
+    """The ``[n, ctx]`` tokens of a reference (see module doc)."""
+    if isinstance(reference, Tensor):
+        return reference
+    if reference == "corpus":
+        windows = lm_windows(load_corpus().heldout, REFERENCE_EXAMPLES, ctx,
+                             torch.Generator().manual_seed(0))
+        return windows[:, :-1]
+    return eval_set(reference, ctx, REFERENCE_EXAMPLES).tokens
+
+
+def _version(model: SparseGPT) -> tuple[int, ...]:
+    return tuple(p._version for p in model.parameters())
+
+
+@torch.no_grad()
+def mean_activations(
+    model: SparseGPT, reference: Reference, *, per_position: bool = False
+) -> dict[str, Tensor]:
+    """Mean of every ``[batch, position, channel]`` hook over the reference: ``[channel]``, or
+    ``[position, channel]`` with ``per_position``."""
+    version = _version(model)
+    key = (reference, per_position, version)
+    cached = _MEANS.setdefault(model, {}) if isinstance(reference, str) else {}
+    for stale in [k for k in cached if k[2] != version]:
+        del cached[stale]
+    if key not in cached:
+        means: dict[str, Tensor] = {}
+
+        def record(x: Tensor, hook: HookPoint) -> None:
+            means[hook.name] = x.mean(0) if per_position else x.mean((0, 1))
+
+        sites = model.hook_names(lambda name: not name.endswith("hook_pattern"))
+        model.run_with_hooks(reference_tokens(reference, model.cfg.n_ctx), [(sites, record)])
+        cached[key] = means
+    return cached[key]
+
+
+def masked_hook(keep: Tensor, replacement: Tensor) -> HookFn:
+    """A hook for a batch of ``groups`` consecutive row groups: channel ``c`` of group ``g``
+    is kept where ``keep[g, c]`` is 1 and replaced where it is 0 (in between, mixed; this is
+    what makes a learned mask differentiable).
+
+    ``keep`` is ``[groups, channel]``; ``replacement`` broadcasts against
+    ``[groups, rows, position, channel]``."""
+
+    def fn(x: Tensor, hook: HookPoint) -> Tensor:
+        grouped = x.reshape(keep.shape[0], -1, *x.shape[1:])
+        return torch.lerp(replacement.expand_as(grouped), grouped, keep[:, None, None, :]
+                          ).reshape(x.shape)
+
+    return fn
+
+
+def _node_hooks(
+    model: SparseGPT, nodes: list[str], method: Method, reference: Reference | None,
+    per_position: bool, seed: int,
+) -> list[tuple[str, HookFn]]:
+    by_site: dict[str, list[int]] = {}
+    for node in nodes:
+        site, index = split_node(node)
+        if site not in model.hook_points:
+            raise ValueError(f"{node}: {site} is not a hook point; only channels can be ablated")
+        by_site.setdefault(site, []).append(index)
+    if not by_site:
+        return []
+    if method != "zero" and reference is None:
+        raise ValueError(f"method {method!r} needs a reference distribution")
+    if method == "mean":
+        means = mean_activations(model, reference, per_position=per_position)
+    elif method == "resample":
+        _, activations = model.run_with_cache(
+            reference_tokens(reference, model.cfg.n_ctx), list(by_site))
+
+    def replacement(site: str, x: Tensor) -> Tensor:
+        if method == "zero":
+            return x.new_zeros(())
+        if method == "mean":
+            return means[site].reshape(1, 1, -1, x.shape[-1])
+        rows = torch.randint(len(activations[site]), (x.shape[0],),
+                             generator=torch.Generator().manual_seed(seed))
+        return activations[site][rows].unsqueeze(0)
+
+    def hook(site: str, indices: list[int]) -> HookFn:
+        def fn(x: Tensor, point: HookPoint) -> Tensor:
+            keep = torch.ones(1, x.shape[-1], dtype=x.dtype)
+            keep[0, indices] = 0.0
+            return masked_hook(keep, replacement(site, x))(x, point)
+
+        return fn
+
+    return [(site, hook(site, indices)) for site, indices in by_site.items()]
+
+
+@contextmanager
+def _zeroed_weights(model: SparseGPT, edges: list[tuple[str, str]]) -> Iterator[None]:
+    saved: list[tuple[Tensor, tuple[int, int], Tensor]] = []
+    with torch.no_grad():
+        for source, target in edges:
+            (s_site, s), (t_site, t) = split_node(source), split_node(target)
+            site = weight_site(model.cfg, s_site, t_site)
+            param, index = model.get_parameter(site.param), site.index(s, t)
+            saved.append((param, index, param[index].clone()))
+            param[index] = 0.0
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for param, index, value in reversed(saved):
+                param[index] = value
+
+
+@contextmanager
+def ablate(
+    model: SparseGPT,
+    targets: Iterable[Target],
+    method: Method = "zero",
+    reference: Reference | None = None,
+    *,
+    per_position: bool = False,
+    seed: int = 0,
+) -> Iterator[None]:
+    """Ablate nodes (ids) and edges (``(source, target)`` id pairs) inside the block.
+
+    ``method`` and ``reference`` apply to nodes (see module doc); edges are always zeroed and
+    restored on exit."""
+    if method not in ("zero", "mean", "resample"):
+        raise ValueError(f"unknown ablation method {method!r}: zero, mean or resample")
+    targets = list(targets)
+    nodes = [t for t in targets if isinstance(t, str)]
+    edges = [t for t in targets if not isinstance(t, str)]
+    hooks = _node_hooks(model, nodes, method, reference, per_position, seed)
+    with _zeroed_weights(model, edges), model.hooks(hooks):
+        yield
+
+
+@torch.no_grad()
+def evaluate(model: SparseGPT, task: str, n: int = 256) -> tuple[float, float]:
+    """Contrast loss and accuracy of ``model`` (with whatever hooks are attached) on the first
+    ``n`` prompts of the task's fixed evaluation set."""
+    batch = eval_set(task, model.cfg.n_ctx, n)
+    last = model(batch.tokens)[:, -1]
+    return (float(contrast_loss(last, batch.correct, batch.wrong).mean()),
+            float(contrast_accuracy(last, batch.correct, batch.wrong)))
+

@@ -1,0 +1,150 @@
+"""Weight graphs and task circuits for every checkpoint of a run, written into the run folder.
+
+Layout, one folder per checkpoint::
+
+    run_dir/circuits/<step:08d>/
+        weight_graph.graphml, weight_graph.json      the weight graph (graph.py)
+        <task>.json, <task>.graphml                  the task's circuit, seed 0
+        <task>.seed<k>.json, <task>.seed<k>.graphml  re-extractions with seed k (noise floor)
+        <task>[.seed<k>].mask.safetensors            trained mask logits (solved tasks only),
+                                                     the warm start of the next checkpoint
+
+JSON files are networkx node-link data (``edges="edges"``); a circuit's graph attributes are
+those of :func:`~sparsecircuits.circuits.prune.find_circuits` plus ``step``. GraphML files
+omit attributes whose value is None (an unsolved task's losses, a node's ``head``). Every file
+is written atomically and a circuit's JSON last, so a killed extraction resumes where it
+stopped: whatever has its JSON is done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+import networkx as nx
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+from tqdm import tqdm
+
+from sparsecircuits.checkpoint import (
+    atomic_write_text,
+    list_checkpoints,
+    load_model,
+    read_run_config,
+)
+from sparsecircuits.circuits.graph import weight_graph
+from sparsecircuits.circuits.prune import Circuit, PruneConfig, find_circuits
+from sparsecircuits.data.tasks import TASKS
+
+WEIGHT_GRAPH = "weight_graph"
+
+
+def _stem(task: str, seed: int) -> str:
+    return task if seed == 0 else f"{task}.seed{seed}"
+
+
+def _write_graph(graph: nx.DiGraph, folder: Path, stem: str) -> None:
+    """``<stem>.graphml`` then ``<stem>.json``, each atomically."""
+    plain = nx.DiGraph()
+    plain.graph.update((k, v) for k, v in graph.graph.items() if v is not None)
+    plain.add_nodes_from((n, {k: v for k, v in d.items() if v is not None})
+                         for n, d in graph.nodes(data=True))
+    plain.add_edges_from(graph.edges(data=True))
+    atomic_write_text(folder / f"{stem}.graphml", "\n".join(nx.generate_graphml(plain)))
+    data = nx.node_link_data(graph, edges="edges")
+    atomic_write_text(folder / f"{stem}.json", json.dumps(data))
+
+
+def _read_graph(path: Path) -> nx.DiGraph:
+    return nx.node_link_graph(json.loads(path.read_text()), edges="edges")
+
+
+def _write_circuit(circuit: Circuit, folder: Path, seed: int) -> None:
+    stem = _stem(circuit.task, seed)
+    if circuit.logits is not None:
+        tmp = folder / f".{stem}.mask.safetensors.tmp"
+        save_file({"logits": circuit.logits.contiguous()}, str(tmp))
+        os.replace(tmp, folder / f"{stem}.mask.safetensors")
+    _write_graph(circuit.graph, folder, stem)
+
+
+def _show_progress(progress: bool | None) -> bool:
+    if progress is not None:
+        return progress
+    return sys.stderr.isatty() and not os.environ.get("CI")
+
+
+def extract_run(
+    run_dir: str | Path,
+    tasks: Iterable[str] | None = None,
+    seeds: int = 1,
+    progress: bool | None = None,
+    *,
+    config: PruneConfig | None = None,
+    threads: int | None = None,
+) -> Path:
+    """Extract every checkpoint of a run in step order (see module doc); return the circuits
+    folder. ``tasks`` defaults to every registered task; ``seeds`` > 1 re-extracts with seeds
+    1..seeds-1. A task solved at the previous checkpoint starts from that checkpoint's mask
+    logits (of the same seed), any other starts cold: logits older than one checkpoint were
+    measured to mislead more than help. ``threads`` defaults to the run's ``run.threads``.
+    Done work is skipped."""
+    run_dir = Path(run_dir)
+    threads = threads or read_run_config(run_dir).run.threads
+    if threads:
+        torch.set_num_threads(threads)
+    tasks = list(tasks or TASKS)
+    root = run_dir / "circuits"
+    warm: list[dict[str, Tensor]] = [{} for _ in range(seeds)]
+    checkpoints = list_checkpoints(run_dir)
+    for ckpt in tqdm(checkpoints, desc="circuits", unit="ckpt",
+                     disable=not _show_progress(progress), dynamic_ncols=True):
+        step = int(ckpt.name)
+        folder = root / f"{step:08d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        model = graph = None
+        if not (folder / f"{WEIGHT_GRAPH}.json").exists():
+            model = load_model(ckpt)[0]
+            graph = weight_graph(model)
+            graph.graph["step"] = step
+            _write_graph(graph, folder, WEIGHT_GRAPH)
+        for seed in range(seeds):
+            todo = [t for t in tasks if not (folder / f"{_stem(t, seed)}.json").exists()]
+            if todo:
+                if model is None:
+                    model = load_model(ckpt)[0]
+                    graph = _read_graph(folder / f"{WEIGHT_GRAPH}.json")
+                found = find_circuits(model, todo, graph, seed=seed, warm=warm[seed],
+                                      config=config)
+                for circuit in found.values():
+                    circuit.graph.graph["step"] = step
+                    _write_circuit(circuit, folder, seed)
+            masks = {task: folder / f"{_stem(task, seed)}.mask.safetensors" for task in tasks}
+            warm[seed] = {task: load_file(str(path))["logits"]
+                          for task, path in masks.items() if path.exists()}
+    return root
+
+
+def read_weight_graph(run_dir: str | Path, step: int) -> nx.DiGraph:
+    """The weight graph of the checkpoint at ``step``."""
+    return _read_graph(Path(run_dir) / "circuits" / f"{step:08d}" / f"{WEIGHT_GRAPH}.json")
+
+
+def read_circuits(run_dir: str | Path, seed: int = 0) -> dict[int, dict[str, nx.DiGraph]]:
+    """Every extracted circuit of a run, ``{step: {task: circuit graph}}``, steps in order;
+    ``seed`` > 0 reads the re-extractions ``<task>.seed<k>.json``."""
+    out: dict[int, dict[str, nx.DiGraph]] = {}
+    root = Path(run_dir) / "circuits"
+    folders = sorted(p for p in root.iterdir() if p.name.isdigit()) if root.is_dir() else []
+    for folder in folders:
+        found: dict[str, nx.DiGraph] = {}
+        for path in sorted(folder.glob("*.json")):
+            task, _, suffix = path.stem.partition(".")
+            if task != WEIGHT_GRAPH and suffix == ("" if seed == 0 else f"seed{seed}"):
+                found[task] = _read_graph(path)
+        out[int(folder.name)] = found
+    return out

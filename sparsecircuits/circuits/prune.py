@@ -1,0 +1,352 @@
+"""Task circuits: the smallest set of nodes whose ablated complement still solves a task.
+
+The method of Gao et al. (2025, Appendix A.5; ``notes/circuit_sparsity.md`` §2), with fixed
+hyper-parameters (:class:`PruneConfig`) so that every checkpoint is pruned the same way:
+
+1. Every node at the channel sites (:func:`~sparsecircuits.circuits.graph.channel_sites`:
+   residual reads, q/k/v, MLP neurons, residual writes) gets a mask logit. The forward pass
+   keeps a node where its logit is positive (Heaviside) and replaces it by its reference mean
+   otherwise (:mod:`~sparsecircuits.circuits.ablate`); the backward pass uses the derivative of
+   the sigmoid instead of the Heaviside's.
+2. The logits are trained with Adam on the task's contrast loss plus ``penalty`` times the
+   number of kept nodes, on fresh training rows drawn from ``seed``. All tasks train in one
+   batched pass, each task a group of rows with its own masks. The logits start from the
+   previous checkpoint's (``warm``) or from N(0.1, 0.01²) (cold, with more steps).
+3. The nodes are sorted by logit and a bisection on their number finds the smallest top-k
+   whose contrast loss on the task's fixed evaluation prompts is at most ``target_loss``. A
+   task the whole model misses is returned *unsolved*, with no circuit.
+4. Each circuit node's importance is the loss increase when that node alone is removed from
+   the circuit. Faithfulness: the loss with only the circuit kept (sufficiency), with the
+   circuit ablated and the rest kept (necessity), and with a random node set of the same size
+   kept (control).
+
+The reference distribution of the means is the task's evaluation prompts (``reference="task"``)
+or the held-out corpus (``"corpus"``); means are over positions and examples unless
+``per_position``. ``method="zero"`` replaces pruned nodes by 0 instead.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import networkx as nx
+import torch
+from torch import Tensor
+
+from sparsecircuits.circuits.ablate import (
+    REFERENCE_EXAMPLES,
+    masked_hook,
+    mean_activations,
+)
+from sparsecircuits.circuits.graph import channel_sites
+from sparsecircuits.data.tasks import TaskBatch, contrast_loss, eval_set, train_batch
+from sparsecircuits.model import Linear, SparseGPT
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """Fixed hyper-parameters of circuit extraction."""
+
+    target_loss: float = 0.15
+    steps: int = 12
+    """Mask-training steps from a warm start."""
+    cold_steps: int = 30
+    """Mask-training steps from a cold start."""
+    lr: float = 0.02
+    penalty: float = 3e-4
+    """Added to the loss per kept node."""
+    rows: int = 16
+    """Training rows per task per step."""
+    eval_examples: int = 64
+    """Evaluation prompts for the bisection and the faithfulness losses."""
+    importance_examples: int = 8
+    """Evaluation prompts for the per-node importances."""
+    max_importance_nodes: int = 512
+    """Importance is measured for at most this many circuit nodes (those with the largest
+    mask logits); the others get ``importance`` None. A circuit this large is no longer
+    sparse, and each importance costs a forward pass."""
+    method: str = "mean"
+    """How pruned nodes are replaced: ``mean`` or ``zero``."""
+    reference: str = "task"
+    """Distribution of the means: ``task`` (its evaluation prompts) or ``corpus``."""
+    per_position: bool = False
+    max_rows: int = 512
+    """Rows per forward pass when many masks are evaluated at once."""
+
+    def describe_reference(self) -> str:
+        """The ablation baseline in words, as stored with every circuit."""
+        if self.method == "zero":
+            return "zero"
+        where = ("the task's first {n} evaluation prompts" if self.reference == "task"
+                 else "{n} held-out corpus windows").format(n=REFERENCE_EXAMPLES)
+        per = "per position" if self.per_position else "over positions and examples"
+        return f"mean {per} of {where}"
+
+
+@dataclass
+class Circuit:
+    """A task's circuit at one checkpoint; ``graph`` is the circuit subgraph of the weight
+    graph, with node attribute ``importance`` and the faithfulness numbers as graph
+    attributes (``solved``, ``loss_full``, ``loss_circuit``, ...). ``logits`` are the trained
+    mask logits over :func:`node_ids`, for a warm start (None when unsolved)."""
+
+    task: str
+    graph: nx.DiGraph
+    logits: Tensor | None
+
+
+class _Heaviside(torch.autograd.Function):
+    """1 where x > 0, else 0; backward: the sigmoid's derivative."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        ctx.save_for_backward(x)
+        return (x > 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (x,) = ctx.saved_tensors
+        s = torch.sigmoid(x)
+        return grad * s * (1 - s)
+
+
+def node_ids(model: SparseGPT) -> list[str]:
+    """The prunable nodes, in the order of the mask logits."""
+    return [f"{site}:{c}" for site, n in channel_sites(model.cfg).items() for c in range(n)]
+
+
+@contextmanager
+def _frozen(model: SparseGPT) -> Iterator[None]:
+    """No weight gradients, and dense products: on CPU at these sizes the dense product is
+    several times faster than the sparse kernels, and computes the same function."""
+    flags = [p.requires_grad for p in model.parameters()]
+    linears = [m for m in model.modules() if isinstance(m, Linear)]
+    backends = [m.backend for m in linears]
+    model.requires_grad_(False)
+    for m in linears:
+        m.backend = "dense"
+    try:
+        yield
+    finally:
+        for p, flag in zip(model.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
+        for m, backend in zip(linears, backends, strict=True):
+            m.backend = backend
+
+
+class _Pruner:
+    """Masked forward passes over groups of rows, each group a task with its own node mask."""
+
+    def __init__(self, model: SparseGPT, config: PruneConfig) -> None:
+        self.model, self.config = model, config
+        self.widths = list(channel_sites(model.cfg).values())
+        self.sites = list(channel_sites(model.cfg))
+
+    def baseline(self, task: str) -> Tensor:
+        """What a pruned node of ``task`` becomes: ``[nodes]`` or ``[position, nodes]``."""
+        c = self.config
+        if c.method == "zero":
+            return torch.zeros(sum(self.widths))
+        if c.reference not in ("task", "corpus"):
+            raise ValueError(f"unknown reference {c.reference!r}: task or corpus")
+        reference = task if c.reference == "task" else "corpus"
+        means = mean_activations(self.model, reference, per_position=c.per_position)
+        return torch.cat([means[site] for site in self.sites], dim=-1)
+
+    def losses(self, groups: list[tuple[TaskBatch, Tensor, Tensor]]) -> Tensor:
+        """Mean contrast loss of every ``(batch, keep [nodes], baseline)`` group, in chunks
+        of at most ``max_rows`` rows (all in one pass when gradients are needed)."""
+        per_chunk = max(1, self.config.max_rows // len(groups[0][0].tokens))
+        if torch.is_grad_enabled():
+            per_chunk = len(groups)
+        return torch.cat([self._losses(groups[i:i + per_chunk])
+                          for i in range(0, len(groups), per_chunk)])
+
+    def _losses(self, groups: list[tuple[TaskBatch, Tensor, Tensor]]) -> Tensor:
+        batches, keeps, baselines = zip(*groups, strict=True)
+        keep = torch.stack(keeps)
+        baseline = torch.stack(baselines)
+        baseline = baseline.reshape(len(groups), 1, -1, baseline.shape[-1])
+        hooks = [
+            (site, masked_hook(k, b))
+            for site, k, b in zip(self.sites, keep.split(self.widths, -1),
+                                  baseline.split(self.widths, -1), strict=True)
+        ]
+        tokens = torch.cat([b.tokens for b in batches])
+        last = self.model.run_with_hooks(tokens, hooks)[:, -1]
+        correct = torch.cat([b.correct for b in batches])
+        wrong = torch.cat([b.wrong for b in batches])
+        return contrast_loss(last, correct, wrong).reshape(len(groups), -1).mean(1)
+
+    def train_logits(self, tasks: list[str], start: Tensor, steps: int, seed: int,
+                     baselines: list[Tensor]) -> Tensor:
+        """Mask logits ``[tasks, nodes]`` after ``steps`` Adam steps from ``start``."""
+        c = self.config
+        logits = start.clone().requires_grad_(True)
+        optimizer = torch.optim.Adam([logits], lr=c.lr)
+        generator = torch.Generator().manual_seed(seed)
+        ctx = self.model.cfg.n_ctx
+        for _ in range(steps):
+            keep = _Heaviside.apply(logits)
+            batches = [train_batch(task, c.rows, ctx, generator) for task in tasks]
+            loss = self.losses(list(zip(batches, keep, baselines, strict=True))).sum()
+            optimizer.zero_grad()
+            (loss + c.penalty * keep.sum()).backward()
+            optimizer.step()
+            with torch.no_grad():
+                logits.clamp_(-1.0, 1.0)
+        return logits.detach()
+
+    @torch.no_grad()
+    def smallest(self, batches: list[TaskBatch], logits: Tensor,
+                 baselines: list[Tensor]) -> tuple[list[Tensor], list[float]]:
+        """Per task, the smallest top-k of the logits meeting the target loss, as a keep
+        vector, and its loss; all tasks bisect in lockstep, one pass per round."""
+        n_tasks, n_nodes = logits.shape
+        order = logits.argsort(dim=1, descending=True, stable=True)
+        lo, hi = [0] * n_tasks, [n_nodes] * n_tasks  # k = n_nodes is the whole model
+        hi_loss = [math.nan] * n_tasks
+        guess = [int(k) for k in (logits > 0).sum(1).clamp(min=1).tolist()]
+        while True:
+            trying = [t for t in range(n_tasks) if hi[t] - lo[t] > 1]
+            if not trying:
+                break
+            ks = {t: guess[t] if lo[t] < guess[t] < hi[t] else _midpoint(lo[t], hi[t])
+                  for t in trying}
+            losses = self.losses([(batches[t], _top(order[t], ks[t]), baselines[t])
+                                  for t in trying])
+            for t, loss in zip(trying, losses.tolist(), strict=True):
+                if loss <= self.config.target_loss:
+                    hi[t], hi_loss[t] = ks[t], loss
+                else:
+                    lo[t] = ks[t]
+        return [_top(order[t], hi[t]) for t in range(n_tasks)], hi_loss
+
+
+def _midpoint(lo: int, hi: int) -> int:
+    """Geometric midpoint while the bracket spans more than a factor 2, else arithmetic."""
+    if hi > 2 * max(lo, 1):
+        return min(hi - 1, max(lo + 1, round(math.sqrt(max(lo, 1) * hi))))
+    return (lo + hi) // 2
+
+
+def _top(order: Tensor, k: int) -> Tensor:
+    keep = torch.zeros(len(order))
+    keep[order[:k]] = 1.0
+    return keep
+
+
+def find_circuits(
+    model: SparseGPT,
+    tasks: list[str],
+    weight_graph: nx.DiGraph,
+    *,
+    seed: int = 0,
+    warm: dict[str, Tensor] | None = None,
+    config: PruneConfig | None = None,
+) -> dict[str, Circuit]:
+    """The circuit of every task (see module doc), extracted in one batched pass.
+
+    ``warm`` maps tasks to the mask logits of the previous checkpoint; tasks without one start
+    cold (and then all tasks train for ``cold_steps``)."""
+    config = config or PruneConfig()
+    warm = warm or {}
+    pruner = _Pruner(model, config)
+    nodes = node_ids(model)
+    ctx = model.cfg.n_ctx
+    with _frozen(model):
+        evals = {t: eval_set(t, ctx, config.eval_examples) for t in tasks}
+        baselines = {t: pruner.baseline(t) for t in tasks}
+        everything = torch.ones(len(nodes))
+        with torch.no_grad():
+            full = pruner.losses([(evals[t], everything, baselines[t]) for t in tasks]).tolist()
+        loss_full = dict(zip(tasks, full, strict=True))
+        solved = [t for t in tasks if loss_full[t] <= config.target_loss]
+        circuits = {
+            t: Circuit(t, _circuit_graph(weight_graph, [], config, t, seed, False, loss_full[t]),
+                       None)
+            for t in tasks if t not in solved
+        }
+        if not solved:
+            return circuits
+        generator = torch.Generator().manual_seed(seed)
+        start = torch.stack([
+            warm[t].clone() if t in warm else 0.1 + 0.01 * torch.randn(len(nodes),
+                                                                        generator=generator)
+            for t in solved
+        ])
+        steps = config.steps if all(t in warm for t in solved) else config.cold_steps
+        solved_baselines = [baselines[t] for t in solved]
+        logits = pruner.train_logits(solved, start, steps, seed, solved_baselines)
+        keeps, circuit_losses = pruner.smallest([evals[t] for t in solved], logits,
+                                                solved_baselines)
+        importances = _importances(pruner, solved, keeps, logits, solved_baselines, nodes)
+        with torch.no_grad():
+            controls = [_random_like(keep, generator) for keep in keeps]
+            checks = pruner.losses(
+                [(evals[t], 1 - keep, baselines[t]) for t, keep in zip(solved, keeps, strict=True)]
+                + [(evals[t], r, baselines[t]) for t, r in zip(solved, controls, strict=True)]
+            ).tolist()
+    for i, t in enumerate(solved):
+        kept = [nodes[j] for j in keeps[i].nonzero().flatten().tolist()]
+        graph = _circuit_graph(weight_graph, kept, config, t, seed, True, loss_full[t],
+                               loss_circuit=circuit_losses[i], loss_ablated=checks[i],
+                               loss_random=checks[len(solved) + i])
+        nx.set_node_attributes(graph, None, "importance")
+        nx.set_node_attributes(graph, importances[i], "importance")
+        circuits[t] = Circuit(t, graph, logits[i])
+    return circuits
+
+
+@torch.no_grad()
+def _importances(pruner: _Pruner, tasks: list[str], keeps: list[Tensor], logits: Tensor,
+                 baselines: list[Tensor], nodes: list[str]) -> list[dict[str, float]]:
+    """Loss increase, on ``importance_examples`` prompts, when one node leaves its circuit."""
+    c = pruner.config
+    groups, owners = [], []
+    for t, (task, keep, baseline) in enumerate(zip(tasks, keeps, baselines, strict=True)):
+        batch = eval_set(task, pruner.model.cfg.n_ctx, c.importance_examples)
+        groups.append((batch, keep, baseline))
+        owners.append((t, None))
+        members = keep.nonzero().flatten()
+        ranked = members[logits[t, members].argsort(descending=True, stable=True)]
+        for j in ranked[: c.max_importance_nodes].tolist():
+            without = keep.clone()
+            without[j] = 0.0
+            groups.append((batch, without, baseline))
+            owners.append((t, j))
+    losses = pruner.losses(groups).tolist()
+    out: list[dict[str, float]] = [{} for _ in tasks]
+    reference: dict[int, float] = {}
+    for (t, j), loss in zip(owners, losses, strict=True):
+        if j is None:
+            reference[t] = loss
+        else:
+            out[t][nodes[j]] = loss - reference[t]
+    return out
+
+
+def _random_like(keep: Tensor, generator: torch.Generator) -> Tensor:
+    """A random keep vector with as many nodes as ``keep``."""
+    chosen = torch.randperm(len(keep), generator=generator)[: int(keep.sum())]
+    out = torch.zeros(len(keep))
+    out[chosen] = 1.0
+    return out
+
+
+def _circuit_graph(
+    weight_graph: nx.DiGraph, kept: list[str], config: PruneConfig, task: str, seed: int,
+    solved: bool, loss_full: float, **losses: float,
+) -> nx.DiGraph:
+    graph = weight_graph.subgraph(kept).copy()
+    graph.graph.update(
+        task=task, seed=seed, target_loss=config.target_loss, solved=solved,
+        loss_full=loss_full, loss_circuit=losses.get("loss_circuit"),
+        loss_ablated=losses.get("loss_ablated"), loss_random=losses.get("loss_random"),
+        n_nodes=graph.number_of_nodes(), n_edges=graph.number_of_edges(),
+        ablation=config.method, reference=config.describe_reference(),
+    )
+    return graph
