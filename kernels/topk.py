@@ -49,29 +49,42 @@ def _top_along_last(scores: Tensor, count: int, kth_largest: KthLargest) -> Tens
 
 
 def _topk_mask(
-    weight: Tensor, k: int, min_per_row: int, min_per_col: int, kth_largest: KthLargest
+    weight: Tensor,
+    k: int,
+    min_per_row: int,
+    min_per_col: int,
+    kth_largest: KthLargest,
+    batched: bool,
 ) -> Tensor:
     if k < 0:
         raise ValueError(f"k must be >= 0, got {k}")
     magnitude = weight.detach().abs().float()
-    if magnitude.dim() not in (1, 2):
-        raise ValueError(f"topk_mask takes a 1-D or 2-D tensor, got shape {tuple(weight.shape)}")
-    if magnitude.dim() == 1 or (min_per_row <= 0 and min_per_col <= 0):
-        return _top_along_last(magnitude.flatten(), k, kth_largest).view_as(magnitude)
-    protected = _top_along_last(magnitude, min_per_row, kth_largest)
-    protected |= _top_along_last(magnitude.t(), min_per_col, kth_largest).t()
+    if not batched:
+        magnitude = magnitude.unsqueeze(0)
+    if magnitude.dim() not in (2, 3):
+        shape = tuple(weight.shape)
+        raise ValueError(f"topk_mask takes a 1-D or 2-D tensor (a batch of them with "
+                         f"batched=True), got shape {shape}")
+    protected = torch.zeros_like(magnitude, dtype=torch.bool)
+    if magnitude.dim() == 3:
+        if min_per_row > 0:
+            protected |= _top_along_last(magnitude, min_per_row, kth_largest)
+        if min_per_col > 0:
+            cols = _top_along_last(magnitude.transpose(1, 2), min_per_col, kth_largest)
+            protected |= cols.transpose(1, 2)
     # Protected entries rank first (+inf), so the global top-k is "floors, then the largest of
     # the rest" with a static count; or-ing the floors back in keeps them all if they exceed k.
-    scores = magnitude.masked_fill(protected, float("inf")).flatten()
+    scores = magnitude.masked_fill(protected, float("inf")).flatten(1)
     chosen = _top_along_last(scores, k, kth_largest)
-    return protected | chosen.view_as(magnitude)
+    mask = protected | chosen.view_as(magnitude)
+    return mask if batched else mask[0]
 
 
 def topk_mask_torch(
-    weight: Tensor, k: int, *, min_per_row: int = 0, min_per_col: int = 0
+    weight: Tensor, k: int, *, min_per_row: int = 0, min_per_col: int = 0, batched: bool = False
 ) -> Tensor:
     """Boolean mask of the entries of ``weight`` that survive a top-``k`` projection."""
-    return _topk_mask(weight, k, min_per_row, min_per_col, kth_largest_torch)
+    return _topk_mask(weight, k, min_per_row, min_per_col, kth_largest_torch, batched)
 
 
 def topk_mask(
@@ -81,8 +94,12 @@ def topk_mask(
     min_per_row: int = 0,
     min_per_col: int = 0,
     backend: Literal["auto", "torch", "triton"] = "auto",
+    batched: bool = False,
 ) -> Tensor:
     """Boolean mask of the ``k`` largest ``|weight|`` with per-neuron floors (see module doc).
+
+    ``batched=True`` projects a stack of same-shaped tensors (dim 0 indexes them), each to its
+    own ``k``, in one pass: fewer, larger operations, which is what small models need on a CPU.
 
     ``backend="auto"`` uses the torch twin on every device: the Triton radix select has not been
     timed on a GPU yet (``kernels/bench.py`` times both against ``torch.topk``).
@@ -96,4 +113,4 @@ def topk_mask(
         kth_largest = load_triton_module("triton_topk", weight).kth_largest_triton
     else:
         raise ValueError(f"unknown backend {backend!r} for topk_mask")
-    return _topk_mask(weight, k, min_per_row, min_per_col, kth_largest)
+    return _topk_mask(weight, k, min_per_row, min_per_col, kth_largest, batched)

@@ -105,31 +105,41 @@ class Sparsifier:
 
     @torch.no_grad()
     def project(self, step: int) -> dict[str, Churn]:
-        """Apply the top-k projection for ``step`` in place; return each tensor's churn."""
-        churn: dict[str, Churn] = {}
+        """Apply the top-k projection for ``step`` in place; return each tensor's churn.
+
+        Tensors of one shape and budget are projected together in one batched call."""
         floor = self.cfg.min_per_neuron
+        groups: dict[tuple[tuple[int, ...], int], list[str]] = {}
         for name, param in self.params.items():
             k = self.budget(name, step)
-            previous = self.masks[name]
-            if k >= param.numel():
-                mask = previous
-            else:
-                mask = topk_mask(param, k, min_per_row=floor, min_per_col=floor)
-                param.mul_(mask)
-            born = mask & ~previous
-            revived = born & self.ever[name] if name in self.ever else torch.zeros_like(born)
-            if name in self.ever:
-                self.ever[name] |= mask
-            elif k == round(self.targets[name] * param.numel()):
-                self.ever[name] = mask.clone()
-            churn[name] = Churn(
-                births=int(born.sum()),
-                deaths=int((previous & ~mask).sum()),
-                revivals=int(revived.sum()),
-                alive=int(mask.sum()),
-            )
-            self.masks[name] = mask
-        return churn
+            if k < param.numel():
+                groups.setdefault((tuple(param.shape), k), []).append(name)
+        masks = dict(self.masks)
+        for (_, k), names in groups.items():
+            stacked = torch.stack([self.params[name] for name in names])
+            batch = topk_mask(stacked, k, min_per_row=floor, min_per_col=floor, batched=True)
+            for name, mask in zip(names, batch, strict=True):
+                self.params[name].mul_(mask)
+                masks[name] = mask
+        return {name: self._churn(name, mask, step) for name, mask in masks.items()}
+
+    def _churn(self, name: str, mask: Tensor, step: int) -> Churn:
+        """Count what changed from the previous mask, and update the alive-record."""
+        previous = self.masks[name]
+        born = mask & ~previous
+        revived = born & self.ever[name] if name in self.ever else None
+        if name in self.ever:
+            self.ever[name] |= mask
+        elif self.budget(name, step) == round(self.targets[name] * mask.numel()):
+            self.ever[name] = mask.clone()
+        self.masks[name] = mask
+        births, alive = int(born.sum()), int(mask.sum())
+        return Churn(
+            births=births,
+            deaths=int(previous.sum()) - alive + births,
+            revivals=int(revived.sum()) if revived is not None else 0,
+            alive=alive,
+        )
 
     def state_dict(self) -> dict[str, Tensor]:
         """Masks and alive-records, for an exact resume."""

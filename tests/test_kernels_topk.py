@@ -100,3 +100,13 @@ def test_torch_twin_keeps_its_name_and_refuses_bad_input():
         topk_mask(torch.zeros(2, 2, 2), 1)
     with pytest.raises(ValueError, match="backend"):
         topk_mask(weight, 1, backend="cuda")
+
+
+@pytest.mark.parametrize("shape", [(5, 7), (40,)])
+def test_batched_projection_equals_one_tensor_at_a_time(shape):
+    generator = torch.Generator().manual_seed(7)
+    stack = torch.randn(4, *shape, generator=generator).round(decimals=1)  # many ties
+    k = stack[0].numel() // 3
+    batched = topk_mask(stack, k, min_per_row=1, min_per_col=1, batched=True)
+    for weight, mask in zip(stack, batched, strict=True):
+        torch.testing.assert_close(mask, topk_mask(weight, k, min_per_row=1, min_per_col=1))
