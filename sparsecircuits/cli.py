@@ -34,7 +34,7 @@ def _extract(args: argparse.Namespace) -> None:
 
 
 def _timeline(args: argparse.Namespace) -> None:
-    from sparsecircuits.circuits.timeline import export_run, timeline_report
+    from sparsecircuits.circuits.export import export_run, timeline_report
 
     export_run(Path(args.run_dir))
     print(timeline_report(Path(args.run_dir), control=args.control and Path(args.control)))

@@ -18,8 +18,6 @@ Run folder::
 from __future__ import annotations
 
 import json
-import os
-import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +26,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm import tqdm
 
 from sparsecircuits import checkpoint as ckpt
 from sparsecircuits.config import Config, ConfigError
@@ -48,6 +45,7 @@ from sparsecircuits.data.tasks import (
 )
 from sparsecircuits.data.tokenizer import TOKENIZER
 from sparsecircuits.model import SparseGPT
+from sparsecircuits.progress import progress_bar
 from sparsecircuits.schedules import MIXED, Schedule, Slot, schedule_from_config
 from sparsecircuits.sparsity import Churn, Sparsifier, learning_rate, normalize_grad_rms
 
@@ -259,8 +257,8 @@ class Trainer:
             self._resume()
         boundaries = set(self.schedule.boundaries())
         total = self.schedule.total_steps
-        bar = tqdm(total=total, initial=self.step, unit="step", desc=self.run_dir.name,
-                   disable=not _show_progress(progress), dynamic_ncols=True)
+        bar = progress_bar(total=total, initial=self.step, unit="step", desc=self.run_dir.name,
+                           show=progress)
         self.model.train()
         while self.step < total:
             slot = self.schedule(self.step)
@@ -347,12 +345,6 @@ class Trainer:
             "churn_total": dict(self._churn),
         }
         ckpt.save_checkpoint(self.run_dir, self.step, weights, self.sparsifier.masks, state, meta)
-
-
-def _show_progress(progress: bool | None) -> bool:
-    if progress is not None:
-        return progress
-    return sys.stderr.isatty() and not os.environ.get("CI")
 
 
 def train(config: Config, run_dir: str | Path, *, resume: bool = False,

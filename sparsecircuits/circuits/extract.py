@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -28,7 +27,6 @@ import networkx as nx
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
-from tqdm import tqdm
 
 from sparsecircuits.checkpoint import (
     atomic_write_text,
@@ -38,7 +36,9 @@ from sparsecircuits.checkpoint import (
 )
 from sparsecircuits.circuits.graph import weight_graph
 from sparsecircuits.circuits.prune import Circuit, PruneConfig, find_circuits
+from sparsecircuits.config import ConfigError
 from sparsecircuits.data.tasks import TASKS
+from sparsecircuits.progress import progress_bar
 
 WEIGHT_GRAPH = "weight_graph"
 
@@ -72,12 +72,6 @@ def _write_circuit(circuit: Circuit, folder: Path, seed: int) -> None:
     _write_graph(circuit.graph, folder, stem)
 
 
-def _show_progress(progress: bool | None) -> bool:
-    if progress is not None:
-        return progress
-    return sys.stderr.isatty() and not os.environ.get("CI")
-
-
 def extract_run(
     run_dir: str | Path,
     tasks: Iterable[str] | None = None,
@@ -88,21 +82,26 @@ def extract_run(
     threads: int | None = None,
 ) -> Path:
     """Extract every checkpoint of a run in step order (see module doc); return the circuits
-    folder. ``tasks`` defaults to every registered task; ``seeds`` > 1 re-extracts with seeds
-    1..seeds-1. A task solved at the previous checkpoint starts from that checkpoint's mask
-    logits (of the same seed), any other starts cold: logits older than one checkpoint were
-    measured to mislead more than help. ``threads`` defaults to the run's ``run.threads``.
-    Done work is skipped."""
+    folder. ``tasks`` defaults to the tasks the run's schedule trains; ``seeds`` > 1
+    re-extracts with seeds 1..seeds-1. A task solved at the previous checkpoint starts from
+    that checkpoint's mask logits (of the same seed), any other starts cold: logits older than
+    one checkpoint were measured to mislead more than help. ``threads`` defaults to the run's
+    ``run.threads``. Done work is skipped."""
     run_dir = Path(run_dir)
-    threads = threads or read_run_config(run_dir).run.threads
+    run_config = read_run_config(run_dir)
+    threads = threads or run_config.run.threads
     if threads:
         torch.set_num_threads(threads)
-    tasks = list(tasks or TASKS)
+    trained = [source for source in run_config.schedule.sources if source in TASKS]
+    tasks = list(tasks or trained or TASKS)
+    unknown = [task for task in tasks if task not in TASKS]
+    if unknown:
+        raise ConfigError(f"--tasks: unknown task(s) {', '.join(unknown)} "
+                         f"(tasks: {', '.join(TASKS)})")
     root = run_dir / "circuits"
     warm: list[dict[str, Tensor]] = [{} for _ in range(seeds)]
     checkpoints = list_checkpoints(run_dir)
-    for ckpt in tqdm(checkpoints, desc="circuits", unit="ckpt",
-                     disable=not _show_progress(progress), dynamic_ncols=True):
+    for ckpt in progress_bar(checkpoints, desc="circuits", unit="ckpt", show=progress):
         step = int(ckpt.name)
         folder = root / f"{step:08d}"
         folder.mkdir(parents=True, exist_ok=True)
