@@ -180,7 +180,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model": {"n_layers": 2, "d_model": 128, "n_heads": 8, "d_mlp": 512, "n_ctx": 64},
         "schedule": {"sources": _TASKS, "steps_per_block": 25, "cycles": 3, "warmup_steps": 200},
         "data": {"source_rows": 32, "lm_rows": 16},
-        "sparsity": {"anneal_end": 0.5},
+        "sparsity": {"anneal_end": 0.3},
         "optimizer": {"decay": "constant"},
     },
     "small": {
