@@ -30,7 +30,8 @@ def _train(args: argparse.Namespace) -> None:
 def _extract(args: argparse.Namespace) -> None:
     from sparsecircuits.circuits.extract import extract_run
 
-    extract_run(Path(args.run_dir), tasks=args.tasks, seeds=args.seeds)
+    extract_run(Path(args.run_dir), tasks=args.tasks, seeds=args.seeds,
+                weight_graph_graphml=args.weight_graphml)
 
 
 def _timeline(args: argparse.Namespace) -> None:
@@ -71,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--tasks", nargs="+", help="tasks to extract (default: all evaluated)")
     extract.add_argument("--seeds", type=int, default=1,
                          help="extractions per task and checkpoint (>1 gives a noise floor)")
+    extract.add_argument("--weight-graphml", action="store_true",
+                         help="also write each checkpoint's whole weight graph as GraphML (slow)")
     extract.set_defaults(func=_extract)
 
     timeline = commands.add_parser("timeline", help="events and recovery metrics of a run")

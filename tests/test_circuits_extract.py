@@ -40,7 +40,8 @@ def run_dir(tmp_path: Path) -> Path:
 
 
 def test_extract_run_layout_and_reading(run_dir: Path, planted_task: str) -> None:
-    root = extract_run(run_dir, [planted_task], seeds=2, progress=False, threads=1)
+    root = extract_run(run_dir, [planted_task], seeds=2, progress=False, threads=1,
+                       weight_graph_graphml=True)
     for step in ("00000000", "00000010"):
         names = {p.name for p in (root / step).iterdir()}
         assert names == {"weight_graph.graphml", "weight_graph.json", f"{PLANTED}.json",
@@ -67,6 +68,7 @@ def test_extract_run_layout_and_reading(run_dir: Path, planted_task: str) -> Non
 
 def test_extract_run_skips_done_work_and_resumes(run_dir: Path, planted_task: str) -> None:
     root = extract_run(run_dir, [planted_task], progress=False, threads=1)
+    assert not (root / "00000000" / "weight_graph.graphml").exists()  # opt-in
     done = root / "00000000" / f"{PLANTED}.json"
     before = done.stat().st_mtime_ns
     (root / "00000010" / f"{PLANTED}.json").unlink()  # as if killed before the last write

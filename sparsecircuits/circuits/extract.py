@@ -3,7 +3,7 @@
 Layout, one folder per checkpoint::
 
     run_dir/circuits/<step:08d>/
-        weight_graph.graphml, weight_graph.json      the weight graph (graph.py)
+        weight_graph.json (and .graphml on request)  the weight graph (graph.py)
         <task>.json, <task>.graphml                  the task's circuit, seed 0
         <task>.seed<k>.json, <task>.seed<k>.graphml  re-extractions with seed k (noise floor)
         <task>[.seed<k>].mask.safetensors            trained mask logits (solved tasks only),
@@ -47,14 +47,15 @@ def _stem(task: str, seed: int) -> str:
     return task if seed == 0 else f"{task}.seed{seed}"
 
 
-def _write_graph(graph: nx.DiGraph, folder: Path, stem: str) -> None:
-    """``<stem>.graphml`` then ``<stem>.json``, each atomically."""
+def _write_graph(graph: nx.DiGraph, folder: Path, stem: str, graphml: bool = True) -> None:
+    """``<stem>.graphml`` (if ``graphml``) then ``<stem>.json``, each atomically."""
     plain = nx.DiGraph()
     plain.graph.update((k, v) for k, v in graph.graph.items() if v is not None)
     plain.add_nodes_from((n, {k: v for k, v in d.items() if v is not None})
                          for n, d in graph.nodes(data=True))
     plain.add_edges_from(graph.edges(data=True))
-    atomic_write_text(folder / f"{stem}.graphml", "\n".join(nx.generate_graphml(plain)))
+    if graphml:
+        atomic_write_text(folder / f"{stem}.graphml", "\n".join(nx.generate_graphml(plain)))
     data = nx.node_link_data(graph, edges="edges")
     atomic_write_text(folder / f"{stem}.json", json.dumps(data))
 
@@ -80,13 +81,16 @@ def extract_run(
     *,
     config: PruneConfig | None = None,
     threads: int | None = None,
+    weight_graph_graphml: bool = False,
 ) -> Path:
     """Extract every checkpoint of a run in step order (see module doc); return the circuits
     folder. ``tasks`` defaults to the tasks the run's schedule trains; ``seeds`` > 1
     re-extracts with seeds 1..seeds-1. A task solved at the previous checkpoint starts from
     that checkpoint's mask logits (of the same seed), any other starts cold: logits older than
     one checkpoint were measured to mislead more than help. ``threads`` defaults to the run's
-    ``run.threads``. Done work is skipped."""
+    ``run.threads``. Done work is skipped. The whole weight graph is written as GraphML only
+    with ``weight_graph_graphml`` (networkx writes it at about 3 s per tiny checkpoint, more
+    than the training between two checkpoints; the JSON holds the same graph)."""
     run_dir = Path(run_dir)
     run_config = read_run_config(run_dir)
     threads = threads or run_config.run.threads
@@ -110,7 +114,7 @@ def extract_run(
             model = load_model(ckpt)[0]
             graph = weight_graph(model)
             graph.graph["step"] = step
-            _write_graph(graph, folder, WEIGHT_GRAPH)
+            _write_graph(graph, folder, WEIGHT_GRAPH, graphml=weight_graph_graphml)
         for seed in range(seeds):
             todo = [t for t in tasks if not (folder / f"{_stem(t, seed)}.json").exists()]
             if todo:
