@@ -89,10 +89,12 @@ class HookedModule(nn.Module):
         attached: list[tuple[HookPoint, HookFn]] = []
         try:
             for names, fn in fwd_hooks:
-                targets = (
-                    [self._point(names)] if isinstance(names, str)
-                    else [self.hook_points[n] for n in self.hook_names(names)]
-                )
+                if isinstance(names, str):
+                    targets = [self._point(names)]
+                elif callable(names):
+                    targets = [self.hook_points[n] for n in self.hook_names(names)]
+                else:
+                    targets = [self._point(name) for name in names]
                 for point in targets:
                     point.fns.append(fn)
                     attached.append((point, fn))

@@ -1,5 +1,6 @@
 """The model's hooks and options, checked against direct computation."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -61,6 +62,9 @@ def test_hooks_replace_and_are_removed():
                        model.unembed.W, model.unembed.b)
     torch.testing.assert_close(patched, by_hand, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(model(tokens()), base)
+    assert all(not point.fns for point in model.hook_points.values())
+    with pytest.raises(KeyError, match="no hook point 'blocks.0.hook_nope'"):
+        model.run_with_hooks(tokens(), [(["blocks.0.hook_mlp_out", "blocks.0.hook_nope"], zero)])
     assert all(not point.fns for point in model.hook_points.values())
 
 
