@@ -63,7 +63,7 @@ def test_hooks_replace_and_are_removed():
     torch.testing.assert_close(patched, by_hand, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(model(tokens()), base)
     assert all(not point.fns for point in model.hook_points.values())
-    with pytest.raises(KeyError, match="no hook point 'blocks.0.hook_nope'"):
+    with pytest.raises(KeyError, match=r"no hook point 'blocks.0.hook_nope'"):
         model.run_with_hooks(tokens(), [(["blocks.0.hook_mlp_out", "blocks.0.hook_nope"], zero)])
     assert all(not point.fns for point in model.hook_points.values())
 
