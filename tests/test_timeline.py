@@ -113,6 +113,9 @@ def make_run(run: Path, with_meta: bool = True) -> Path:
             (ckpt / "meta.json").write_text(json.dumps({**where(t), "churn": churn}))
     # b re-extracted with another seed at the last checkpoint: J = |{e2}| / |{e0, e2}| = 1/2
     write_graph(run / "circuits" / f"{STEPS[-1]:08d}" / "b.seed1.json", graph(["e0", "e2"], 5))
+    # a re-extracted at its unsolved first checkpoint: no noise floor there (not J = 1)
+    write_graph(run / "circuits" / f"{STEPS[0]:08d}" / "a.seed1.json",
+                graph([], 0, solved=False))
     return run
 
 

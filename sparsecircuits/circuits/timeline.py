@@ -86,7 +86,8 @@ def similarity(a: Snapshot, b: Snapshot) -> dict[str, float]:
 
 def noise_floor(extractions: Sequence[Snapshot]) -> dict[str, float]:
     """Per kind, the mean similarity over all pairs of extractions of one graph at one checkpoint
-    (the extractor's and its seed re-extractions); nan with fewer than two."""
+    (the extractor's and its seed re-extractions); nan with fewer than two. Callers skip
+    checkpoints where the task is unsolved."""
     pairs = [similarity(a, b) for a, b in itertools.combinations(extractions, 2)]
     return {kind: float(np.mean([p[kind] for p in pairs])) if pairs else math.nan for kind in KINDS}
 
@@ -167,9 +168,10 @@ def _graph_timeline(
 ) -> GraphTimeline:
     """Read one graph's file at every checkpoint (None: not extracted) and its re-extractions."""
     graphs = [read_graph(path) if path else None for path in files]
+    # Only where the task is solved: two empty circuits of an unsolved task would count as equal.
     floors = [
         noise_floor([Snapshot.of(g), *(Snapshot.of(read_graph(p)) for p in extra)])
-        if g is not None and extra
+        if g is not None and extra and g.graph.get("solved", True)
         else dict.fromkeys(KINDS, math.nan)
         for g, extra in zip(graphs, seeds, strict=True)
     ]
