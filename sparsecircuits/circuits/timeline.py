@@ -416,12 +416,16 @@ class CircuitTimeline:
     def similarity(self, name: str, reference: str) -> dict[str, np.ndarray]:
         """Per kind, the similarity of each checkpoint's graph with its ``reference`` graph.
 
-        nan where either graph was not extracted or there is no reference.
+        nan where either graph was not extracted, there is no reference, or the reference is an
+        unsolved task's (empty) circuit: there is nothing to be similar to.
         """
-        snapshots = self.graph(name).snapshots
+        graph = self.graph(name)
+        snapshots = graph.snapshots
         curves = {kind: np.full(len(snapshots), math.nan) for kind in KINDS}
         for t, r in enumerate(self.reference(name, reference)):
-            if r >= 0 and snapshots[t] is not None and snapshots[r] is not None:
+            if r < 0 or graph.attrs[r].get("solved") is False:
+                continue
+            if snapshots[t] is not None and snapshots[r] is not None:
                 for kind, value in similarity(snapshots[t], snapshots[r]).items():
                     curves[kind][t] = value
         return curves
