@@ -290,3 +290,11 @@ def test_export_run_writes_gexf_with_spells(run: Path) -> None:
     assert kinds.count("recovered") == 3  # e1 once, e3 twice
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["a.noise_floor.edges"] is None and not math.isnan(summary["cycles"])
+
+
+def test_an_empty_unsolved_circuit_keeps_its_attributes(run: Path) -> None:
+    write_graph(run / "circuits" / f"{STEPS[0]:08d}" / "a.json",
+                graph([], 0, task="a", step=STEPS[0], solved=False))
+    timeline = CircuitTimeline.from_run(run)
+    assert timeline.circuits["a"].attrs[0]["solved"] is False
+    assert np.isnan(timeline.similarity("a", "post")["edges"][:2]).all()

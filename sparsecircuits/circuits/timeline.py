@@ -180,7 +180,7 @@ def _graph_timeline(
         nodes=Elements.collect([_node_data(g) if g else {} for g in graphs], "importance"),
         edges=Elements.collect([_edge_data(g) if g else {} for g in graphs], "weight"),
         extracted=np.array([g is not None for g in graphs], dtype=bool),
-        attrs=tuple(dict(g.graph) if g else {} for g in graphs),
+        attrs=tuple(dict(g.graph) if g is not None else {} for g in graphs),
         noise={kind: np.array([floor[kind] for floor in floors]) for kind in KINDS},
     )
 
