@@ -461,10 +461,13 @@ class CircuitTimeline:
 
     def recovery_curves(self, kind: str = "edges", first_cycle: int = 1) -> dict[str, np.ndarray]:
         """Per task, its mean Jaccard-to-post-exposure curve J_j(τ), τ = 0..K−1 (from exposure to
-        just before the next), over complete windows in cycles ≥ ``first_cycle``."""
+        just before the next), over complete windows in cycles ≥ ``first_cycle``; tasks with no
+        solved post-exposure circuit are left out."""
         # the loss window is (1 − J[a+τ]) − (1 − J[a]), and J[a] = 1 (a compared with itself)
         curves = metrics.source_shift_curves(self.post_exposure_matrix(kind), first_cycle)
-        return {task: 1.0 - curve for task, curve in curves.items() if task in self.circuits}
+        # A task never solved after an exposure has no circuit to compare: no curve at all.
+        return {task: 1.0 - curve for task, curve in curves.items()
+                if task in self.circuits and not np.isnan(curve).all()}
 
     def recovery_score(
         self, kind: str = "edges", first_cycle: int = 1, n_boot: int = 1000, seed: int = 0
