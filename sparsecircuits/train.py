@@ -204,22 +204,24 @@ class Trainer:
         self.step = 0
         self._churn = Counter[str]()
         self._block_churn: dict[str, Counter[str]] = {}
+        self._alive: dict[str, int] = {}
+        """Surviving entries of every sparse tensor after the latest projection."""
 
     # -- files --------------------------------------------------------------------------
 
     def _files_ready(self, resume: bool) -> None:
         config_path = self.run_dir / "config.json"
-        saved = self.config.to_dict()
+        saved = json.loads(json.dumps(self.config.to_dict()))  # as config.json holds it
         if resume:
             if not config_path.exists():
                 raise ConfigError(f"{config_path}: no run to resume here")
             previous = json.loads(config_path.read_text())
-            if previous != json.loads(json.dumps(saved)):
+            if previous != saved:
                 changed = [
                     f"{section}.{key}"
                     for section, values in saved.items()
                     for key, value in values.items()
-                    if json.loads(json.dumps(value)) != previous.get(section, {}).get(key)
+                    if value != previous.get(section, {}).get(key)
                 ]
                 raise ConfigError(f"{config_path}: --resume needs the same config; differs in "
                                   f"{', '.join(changed) or 'structure'}")
@@ -301,6 +303,7 @@ class Trainer:
 
     def _count(self, churn: dict[str, Churn]) -> None:
         for name, c in churn.items():
+            self._alive[name] = c.alive
             counter = self._block_churn.setdefault(name, Counter())
             for key in ("births", "deaths", "revivals"):
                 value = getattr(c, key)
@@ -308,13 +311,13 @@ class Trainer:
                 self._churn[key] += value
 
     def _densities(self) -> dict[str, float]:
+        """Density of all matrices together and of all embeddings and biases together."""
         kinds = self.model.sparse_parameters()
         out: dict[str, float] = {}
         for kind in ("matrix", "embed"):
-            names = [n for n, k in kinds.items() if k == kind and n in self.sparsifier.masks]
-            alive = sum(int(self.sparsifier.masks[n].sum()) for n in names)
-            numel = sum(self.sparsifier.masks[n].numel() for n in names)
-            out[kind] = alive / numel if numel else 1.0
+            names = [n for n, k in kinds.items() if k == kind and n in self._alive]
+            numel = sum(self.named[n].numel() for n in names)
+            out[kind] = sum(self._alive[n] for n in names) / numel if numel else 1.0
         return out
 
     def _end_block(self, slot: Slot) -> None:
@@ -338,9 +341,8 @@ class Trainer:
                  **self.sparsifier.state_dict()}
         meta = {
             **self._where(slot),
-            "density": {
-                name: int(mask.sum()) / mask.numel() for name, mask in self.sparsifier.masks.items()
-            },
+            "density": {name: alive / self.named[name].numel()
+                        for name, alive in self._alive.items()},
             "churn": {name: dict(c) for name, c in self._block_churn.items()},
             "churn_total": dict(self._churn),
         }
