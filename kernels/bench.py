@@ -2,12 +2,19 @@
 
     python -m sparsecircuits.kernels.bench [--out FILE] [--write-table] [--threads N]
 
-On a CUDA machine: T = 65,536 tokens, bf16, shapes (K→N) 1024→4096, 4096→1024, 1024→1024,
-2048→8192, 512→2048 at densities 5, 2, 1, 0.3, 0.1 %. For each op (forward, input gradient,
-weight gradient sampled at the mask) it checks correctness against an fp32 dense product and
-times dense matmul on zero-filled weights, torch CSR, torch BSR (blocks 16 and 32) and ours
-(Triton); then the mask update (``topk_mask`` against ``torch.topk``, plus the CSR/CSC build);
-then a full layer forward+backward, ``sparse_linear`` against ``nn.Linear``.
+On a CUDA machine, in this order: a correctness sweep (``sparse_linear`` on random ragged
+shapes, densities 0 to 1, fp32 and bf16, forward and both gradients, against fp64 ``F.linear``;
+``topk_mask``'s radix select against the torch twin, with floors and ties); a sweep of the
+forward kernel's tiles (``SpmmConfig``), whose fastest tile the rest of the run uses; then at
+T = 65,536 tokens, bf16, shapes (K→N) 1024→4096, 4096→1024, 1024→1024, 2048→8192, 512→2048 and
+densities 5, 2, 1, 0.3, 0.1 %: each op (forward, input gradient, weight gradient sampled at the
+mask) checked against an fp32 dense product and timed as dense matmul on zero-filled weights,
+torch CSR, torch BSR (blocks 16 and 32) and ours (Triton); the mask update (``topk_mask``
+against ``torch.topk``, with and without floors, plus the CSR/CSC build, also as a CUDA graph);
+a full layer forward+backward, ``sparse_linear`` against ``nn.Linear``; and ``backend="auto"``
+against dense at shapes off the measured grid. Each implementation has a time budget, so a slow
+``torch.sparse`` path is recorded as skipped rather than eating the run. The JSON is rewritten
+after every section.
 
 On a CPU the same comparisons run at CPU sizes (T = 4096, fp32; "ours" is the torch twin): the
 ops and mask update at 1024→4096, 1024→1024, 512→2048, and the layer at the pilot model's
@@ -21,10 +28,10 @@ with the device name and the versions.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
-import pprint
 import time
 import warnings
 from collections.abc import Callable
@@ -39,7 +46,7 @@ from .linear import sparse_linear
 from .spmm import sddmm_torch, spmm_torch
 from .topk import topk_mask
 
-TABLE_PATH = Path(__file__).with_name("cpu_table.py")
+TABLE_DIR = Path(__file__).parent
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,7 @@ class Setup:
     layer_shapes: tuple[tuple[int, int], ...]
     layer_densities: tuple[float, ...]
     ours: str  # the sparse_linear backend measured as "ours"
+    budget_s: float  # wall time per implementation and section before it is skipped
 
 
 ANCHOR_SHAPES = ((1024, 4096), (4096, 1024), (1024, 1024), (2048, 8192), (512, 2048))
@@ -66,6 +74,7 @@ GPU = Setup(
     layer_shapes=ANCHOR_SHAPES,
     layer_densities=(0.05, 0.02, 0.01, 0.003, 0.001),
     ours="triton",
+    budget_s=25.0,
 )
 CPU = Setup(
     device=torch.device("cpu"),
@@ -79,28 +88,65 @@ CPU = Setup(
     ),
     layer_densities=(1.0, 0.25, 0.1, 0.05, 0.02, 0.01, 0.003, 0.001),
     ours="torch",
+    budget_s=float("inf"),
 )
 
 
+SLOW_S = 0.05  # a call slower than this is timed once: enough, and keeps the run short
+CHECK_TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 2e-2}  # ‖out − ref‖ / ‖ref‖
+
+
 def time_ms(fn: Callable[[], object], device: torch.device) -> float:
-    """Wall time of ``fn`` in milliseconds: ``do_bench`` on CUDA; on a CPU the fastest of a few
-    warm runs, since other processes on a shared machine only ever add time."""
+    """Milliseconds per call of ``fn`` after a warm-up call (compilation stays out).
+
+    CUDA: the median of ``do_bench`` (events). CPU: the fastest of a few runs, since other
+    processes on a shared machine only ever add time. Calls slower than ``SLOW_S`` are timed
+    once.
+    """
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    fn()
+    sync()
+    start = time.perf_counter()
+    fn()
+    sync()
+    first = time.perf_counter() - start
+    if first > SLOW_S:
+        return first * 1e3
     if device.type == "cuda":
         from triton.testing import do_bench
 
-        return do_bench(fn, warmup=10, rep=50)
-    fn()  # warm-up
-    start = time.perf_counter()
-    fn()
-    first = time.perf_counter() - start
-    if first > 0.3:  # slow paths (BSR on a CPU): one warm measurement is enough
-        return first * 1e3
+        return float(do_bench(fn, warmup=10, rep=50, return_mode="median"))
     times = [first]
     for _ in range(max(2, min(20, int(0.3 / max(first, 1e-6))))):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
     return min(times) * 1e3
+
+
+class Stopwatch:
+    """``time_ms`` with a wall-time budget per implementation name, and errors recorded.
+
+    An implementation over its budget is recorded as skipped from then on; one that raises
+    (an unsupported dtype, say) is recorded with the first line of its error.
+    """
+
+    def __init__(self, setup: Setup) -> None:
+        self.setup = setup
+        self.spent: dict[str, float] = {}
+
+    def __call__(self, name: str, fn: Callable[[], object]) -> float | str:
+        if self.spent.get(name, 0.0) > self.setup.budget_s:
+            return "skipped: over its time budget"
+        start = time.perf_counter()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch.sparse "beta" warnings
+                return time_ms(fn, self.setup.device)
+        except Exception as error:  # record whatever a path refuses, keep going
+            return f"unsupported: {str(error).splitlines()[0][:120]}"
+        finally:
+            self.spent[name] = self.spent.get(name, 0.0) + time.perf_counter() - start
 
 
 def masked_weight(out_features: int, in_features: int, density: float, setup: Setup) -> Tensor:
@@ -111,19 +157,107 @@ def masked_weight(out_features: int, in_features: int, density: float, setup: Se
 
 
 def relative_error(value: Tensor, reference: Tensor) -> float:
-    scale = reference.abs().max().clamp(min=1e-30)
-    return float((value.float() - reference).abs().max() / scale)
+    """``‖value − reference‖ / ‖reference‖`` in fp64 (NaN if either holds a NaN)."""
+    value, reference = value.detach().double(), reference.detach().double()
+    scale = float(reference.norm())
+    return float((value - reference).norm()) / scale if scale > 0 else float(value.norm())
 
 
-def attempt(fn: Callable[[], float]) -> float | str:
-    """The measurement, or the reason it could not be taken (e.g. an unsupported dtype)."""
-    try:
-        return fn()
-    except Exception as error:  # record whatever a torch.sparse path refuses, keep going
-        return f"unsupported: {str(error).splitlines()[0][:120]}"
+def _ops_backend(setup: Setup) -> tuple[Callable, Callable]:
+    if setup.ours == "triton":
+        from .triton_spmm import sddmm_triton, spmm_triton
+
+        return spmm_triton, sddmm_triton
+    return spmm_torch, sddmm_torch
 
 
-def bench_ops(setup: Setup, in_f: int, out_f: int, density: float) -> dict:
+def check_correctness(setup: Setup, cases: int = 24, max_size: int = 1500) -> dict:
+    """Ours on random ragged shapes (sides below ``max_size``) against fp64, and the radix
+    select against the torch twin."""
+    g = torch.Generator().manual_seed(1)
+    layers = []
+    for case in range(cases):
+        out_f, in_f, tokens = (int(n) for n in torch.randint(1, max_size, (3,), generator=g))
+        density = [0.0, 1.0, 1e-3, 0.02, 0.3][case % 5] if case < 10 else float(
+            torch.rand((), generator=g) ** 3
+        )
+        dtype = (torch.float32, torch.bfloat16)[case % 2]
+        for weight_grad in ("dense", "mask"):
+            weight = torch.randn(out_f, in_f, generator=g)
+            weight *= torch.rand(out_f, in_f, generator=g) < density
+            x, dy = torch.randn(tokens, in_f, generator=g), torch.randn(tokens, out_f, generator=g)
+            x, w, dy = (t.to(setup.device, dtype) for t in (x, weight, dy))
+            x.requires_grad_()
+            w.requires_grad_()
+            y = sparse_linear(x, w, backend=setup.ours, weight_grad=weight_grad)
+            y.backward(dy)
+            xr, wr = x.detach().double().requires_grad_(), w.detach().double().requires_grad_()
+            yr = xr @ wr.t()
+            yr.backward(dy.double())
+            dw = wr.grad if weight_grad == "dense" else wr.grad * (wr != 0)
+            errors = [relative_error(a, b) for a, b in ((y, yr), (x.grad, xr.grad), (w.grad, dw))]
+            layers.append({
+                "shape": [out_f, in_f, tokens], "density": density, "dtype": str(dtype),
+                "weight_grad": weight_grad, "errors_y_dx_dw": errors,
+                "ok": all(e <= CHECK_TOLERANCE[dtype] for e in errors),  # NaN fails
+            })
+    masks = []
+    backends = ["triton"] if setup.ours == "triton" else []
+    for backend in backends:
+        shapes = ((37, 45, 0), (1024, 4096, 4), (4096, 1024, 4), (300, 7, 2))
+        for rows, cols, floor in shapes[:: 1 if max_size >= 1500 else 3]:
+            for tied in (False, True):
+                weight = torch.randn(rows, cols, generator=g)
+                if tied:
+                    weight = (weight * 2).round() / 2  # few distinct values, exact zeros
+                weight = weight.to(setup.device)
+                for k in (0, 1, rows * cols // 100, rows * cols // 3, rows * cols):
+                    args = dict(min_per_row=floor, min_per_col=floor)
+                    ours = topk_mask(weight, k, backend=backend, **args)
+                    twin = topk_mask(weight, k, backend="torch", **args)
+                    masks.append({"shape": [rows, cols], "k": k, "floor": floor, "tied": tied,
+                                  "ok": bool(torch.equal(ours, twin))})
+    return {
+        "layers": layers,
+        "masks": masks,
+        "all_ok": all(case["ok"] for case in layers + masks),
+    }
+
+
+SPMM_TILES = [
+    (32, 64, 4), (64, 64, 4), (128, 64, 8), (32, 128, 4), (64, 128, 4), (64, 128, 8),
+    (128, 128, 8), (16, 256, 4), (32, 256, 8),
+]
+
+
+def sweep_spmm_tiles(setup: Setup, stopwatch: Stopwatch) -> dict:
+    """Time every candidate tile of the forward kernel; the fastest becomes ``SPMM_CONFIG``."""
+    from . import triton_spmm
+
+    cases = []
+    for in_f, out_f, density in ((1024, 4096, 0.01), (1024, 4096, 0.003), (4096, 1024, 0.01)):
+        weight = masked_weight(out_f, in_f, density, setup).to(setup.dtype)
+        xt = torch.randn(in_f, setup.tokens, device=setup.device, dtype=setup.dtype)
+        cases.append((compress(weight), xt, f"{in_f}→{out_f} ρ={density}"))
+    rows = []
+    for block_rows, block_tokens, num_warps in SPMM_TILES:
+        for feature_major_out in (False, True):
+            config = triton_spmm.SpmmConfig(block_rows, block_tokens, num_warps, feature_major_out)
+            ms = {
+                name: stopwatch(
+                    str(config), lambda a=a, xt=xt, c=config: triton_spmm.spmm_triton(a, xt, c)
+                )
+                for a, xt, name in cases
+            }
+            rows.append({"config": dataclasses.asdict(config), "ms": ms})
+    timed = [r for r in rows if all(isinstance(v, float) for v in r["ms"].values())]
+    if timed:
+        best = min(timed, key=lambda r: sum(r["ms"].values()))
+        triton_spmm.SPMM_CONFIG = triton_spmm.SpmmConfig(**best["config"])
+    return {"tiles": rows, "chosen": dataclasses.asdict(triton_spmm.SPMM_CONFIG)}
+
+
+def bench_ops(setup: Setup, stopwatch: Stopwatch, in_f: int, out_f: int, density: float) -> dict:
     """Forward, input gradient and sampled weight gradient, every implementation."""
     device, dtype, tokens = setup.device, setup.dtype, setup.tokens
     weight = masked_weight(out_f, in_f, density, setup)
@@ -134,12 +268,7 @@ def bench_ops(setup: Setup, in_f: int, out_f: int, density: float) -> dict:
     rows, cols = compress(w), compress(w.t())
     result: dict = {"K": in_f, "N": out_f, "density": float((weight != 0).float().mean())}
 
-    if setup.ours == "triton":
-        from .triton_spmm import sddmm_triton, spmm_triton
-
-        spmm, sddmm = spmm_triton, sddmm_triton
-    else:
-        spmm, sddmm = spmm_torch, sddmm_torch
+    spmm, sddmm = _ops_backend(setup)
     ops = {}
     ops["ours"] = {
         "fwd": lambda: spmm(rows, xt),
@@ -177,62 +306,100 @@ def bench_ops(setup: Setup, in_f: int, out_f: int, density: float) -> dict:
         "dw_mask": ((dy.t() @ x) * (weight != 0))[rows.row.long(), rows.col.long()],
     }
     result["error"] = {op: relative_error(fn(), reference[op]) for op, fn in ops["ours"].items()}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        result["ms"] = {
-            name: {op: attempt(lambda fn=fn: time_ms(fn, device)) for op, fn in impl.items()}
-            for name, impl in ops.items()
-        }
+    del reference
+    result["ms"] = {
+        name: {op: stopwatch(f"ops {name}", fn) for op, fn in impl.items()}
+        for name, impl in ops.items()
+    }
     return result
 
 
-def bench_mask(setup: Setup, in_f: int, out_f: int, density: float) -> dict:
-    """Mask update: ``topk_mask`` (torch twin, and Triton on CUDA) against ``torch.topk``."""
+def cuda_graph(fn: Callable[[], object]) -> Callable[[], object]:
+    """``fn`` captured once as a CUDA graph (fails if ``fn`` synchronises with the host)."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph.replay
+
+
+def bench_mask(setup: Setup, stopwatch: Stopwatch, in_f: int, out_f: int, density: float) -> dict:
+    """Mask update: ``topk_mask`` against ``torch.topk``, with the floors of 4 per neuron and
+    the CSR/CSC build (the whole per-step update), eagerly and as a CUDA graph."""
     weight = torch.randn(out_f, in_f, device=setup.device)
     k = round(density * weight.numel())
     by_topk = torch.zeros(weight.numel(), dtype=torch.bool, device=setup.device)
     by_topk[torch.topk(weight.abs().flatten(), k).indices] = True
     backends = ["torch", "triton"] if setup.device.type == "cuda" else ["torch"]
     result: dict = {"K": in_f, "N": out_f, "density": density, "ms": {}}
-    result["ms"]["torch.topk"] = time_ms(
-        lambda: torch.topk(weight.abs().flatten(), k), setup.device
-    )
+    ms = result["ms"]
+    ms["torch.topk"] = stopwatch("mask torch.topk", lambda: torch.topk(weight.abs().flatten(), k))
     for backend in backends:
-        mask = topk_mask(weight, k, backend=backend)
-        result[f"{backend}_matches_topk"] = bool((mask.flatten() == by_topk).all())
-        result["ms"][f"topk_mask_{backend}"] = time_ms(
-            lambda backend=backend: topk_mask(weight, k, backend=backend), setup.device
+        try:
+            mask = topk_mask(weight, k, backend=backend)
+            result[f"{backend}_matches_topk"] = bool((mask.flatten() == by_topk).all())
+        except Exception as error:
+            result[f"{backend}_matches_topk"] = f"failed: {str(error).splitlines()[0][:120]}"
+
+        def update(backend: str = backend) -> None:
+            mask = topk_mask(weight, k, min_per_row=4, min_per_col=4, backend=backend)
+            masked = weight * mask
+            compress(masked, k + 4 * (in_f + out_f))
+            compress(masked.t(), k + 4 * (in_f + out_f))
+
+        ms[f"topk_mask_{backend}"] = stopwatch(
+            f"mask {backend}", lambda backend=backend: topk_mask(weight, k, backend=backend)
         )
+        ms[f"update_with_floors_{backend}"] = stopwatch(f"mask {backend}", update)
+        if setup.device.type == "cuda":
+            try:
+                replay = cuda_graph(update)
+            except Exception as error:
+                ms[f"update_graph_{backend}"] = f"unsupported: {str(error).splitlines()[0][:120]}"
+            else:
+                ms[f"update_graph_{backend}"] = stopwatch(f"mask {backend}", replay)
     masked = weight * by_topk.view_as(weight)
-    result["ms"]["csr_and_csc_build"] = time_ms(
-        lambda: (compress(masked, k), compress(masked.t(), k)), setup.device
+    ms["csr_and_csc_build"] = stopwatch(
+        "mask build", lambda: (compress(masked, k), compress(masked.t(), k))
     )
     return result
 
 
-def bench_layer(setup: Setup, in_f: int, out_f: int, density: float) -> dict:
-    """Full layer forward+backward: ``sparse_linear`` against ``nn.Linear`` (dense weights)."""
+def bench_layer(
+    setup: Setup, stopwatch: Stopwatch, in_f: int, out_f: int, density: float,
+    backends: tuple[str, ...] = ("ours", "ours_dw_mask"),
+) -> dict:
+    """Full layer forward+backward: ``sparse_linear`` against ``nn.Linear`` (dense weights).
+
+    The sparse backends get the top-k budget as ``nnz``, as in training (no host sync).
+    """
     weight = masked_weight(out_f, in_f, density, setup).to(setup.dtype).requires_grad_()
+    nnz = round(density * weight.numel())
     bias = torch.zeros(out_f, device=setup.device, dtype=setup.dtype, requires_grad=True)
     x = torch.randn(setup.tokens, in_f, device=setup.device, dtype=setup.dtype)
     x.requires_grad_()
     dy = torch.randn(setup.tokens, out_f, device=setup.device, dtype=setup.dtype)
     linear = torch.nn.Linear(in_f, out_f, device=setup.device, dtype=setup.dtype)
 
-    def step(forward: Callable[[], Tensor]) -> Callable[[], None]:
-        return lambda: forward().backward(dy)
+    def step(backend: str, weight_grad: str = "dense") -> Callable[[], None]:
+        def run() -> None:
+            y = sparse_linear(x, weight, bias, backend=backend, weight_grad=weight_grad, nnz=nnz)
+            y.backward(dy)
+        return run
 
     runs = {
-        "nn.Linear": step(lambda: linear(x)),
-        "dense": step(lambda: sparse_linear(x, weight, bias, backend="dense")),
-        "ours": step(lambda: sparse_linear(x, weight, bias, backend=setup.ours)),
-        "ours_dw_mask": step(
-            lambda: sparse_linear(x, weight, bias, backend=setup.ours, weight_grad="mask")
-        ),
+        "nn.Linear": lambda: linear(x).backward(dy),
+        "dense": step("dense"),
+        "ours": step(setup.ours),
+        "ours_dw_mask": step(setup.ours, "mask"),
+        "auto": step("auto"),
     }
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ms = {name: time_ms(run, setup.device) for name, run in runs.items()}
+    names = ("nn.Linear", "dense", *backends)
+    ms = {name: stopwatch(f"layer {name}", runs[name]) for name in names}
     return {"K": in_f, "N": out_f, "density": density, "ms": ms}
 
 
@@ -241,8 +408,11 @@ def ratio_table(rows: list[dict], baseline: str, op: str | None = None) -> str:
     lines = []
     for row in rows:
         timings = {name: t[op] for name, t in row["ms"].items()} if op else row["ms"]
-        base = timings[baseline]
-        cells = [f"{baseline} {base:9.2f} ms"] + [
+        base = timings.get(baseline)
+        if not isinstance(base, float):
+            lines.append(f"{row['K']:>5}→{row['N']:<5} {op or ''}: {baseline} {base}")
+            continue
+        cells = [f"{baseline} {base:9.3f} ms"] + [
             f"{name} " + (f"{base / value:6.2f}x" if isinstance(value, float) else "  n/a ")
             for name, value in timings.items()
             if name != baseline
@@ -252,28 +422,38 @@ def ratio_table(rows: list[dict], baseline: str, op: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def write_table(layers: list[dict], setup: Setup) -> None:
-    """Write the CPU layer timings as ``cpu_table.py`` for the dispatcher."""
-    timings = [
+def table_rows(layers: list[dict]) -> list[tuple[int, int, float, float, float]]:
+    """The dispatcher's rows from layer timings (points where either time is missing drop)."""
+    return [
         (r["K"], r["N"], r["density"], round(r["ms"]["dense"], 3), round(r["ms"]["ours"], 3))
         for r in layers
+        if isinstance(r["ms"]["dense"], float) and isinstance(r["ms"]["ours"], float)
     ]
-    TABLE_PATH.write_text(
-        '"""CPU timings for ``dispatch.py``, written by\n'
+
+
+def write_table(layers: list[dict], setup: Setup) -> Path:
+    """Write the layer timings as ``<device>_table.py`` for the dispatcher."""
+    path = TABLE_DIR / f"{setup.device.type}_table.py"
+    rows = "".join(f"    {row},\n" for row in table_rows(layers))
+    path.write_text(
+        f'"""{setup.device.type.upper()} timings for ``dispatch.py``, written by\n'
         "``python -m sparsecircuits.kernels.bench --write-table``.\n\n"
         f"Layer forward+backward, T = {setup.tokens}, {setup.dtype}, "
         f"torch threads: {torch.get_num_threads()}, {_device_name(setup.device)}.\n"
-        'Rows: (in_features, out_features, density, dense ms, torch ms).\n"""\n\n'
-        "TIMINGS_MS = "
-        + pprint.pformat(timings, width=84, compact=True)
-        + "\n"
+        f'Rows: (in_features, out_features, density, dense ms, {setup.ours} ms).\n"""\n\n'
+        f"TIMINGS_MS: list[tuple[int, int, float, float, float]] = [\n{rows}]\n"
     )
+    return path
+
+
+OFF_GRID = ((768, 3072, 0.015), (3072, 768, 0.005), (1536, 6144, 0.0007), (256, 1024, 0.03))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="JSON path (default benchmarks/results/)")
-    parser.add_argument("--write-table", action="store_true", help="CPU: rewrite cpu_table.py")
+    parser.add_argument("--write-table", action="store_true",
+                        help="rewrite the dispatcher's table for this device type")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
     if args.threads:
@@ -282,45 +462,65 @@ def main() -> None:
     if setup is CPU:
         print(f"No CUDA device: timing the CPU paths (T={setup.tokens}, fp32, ours = torch twin).")
     torch.manual_seed(0)
-    load_before = list(os.getloadavg())  # other processes skew CPU timings; say how busy it was
+    out = args.out or Path("benchmarks/results") / f"kernels_{setup.device.type}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    ops, masks, layers = [], [], []
-    for k, n in setup.shapes:
-        print(f"ops and mask update {k}→{n} ({time.perf_counter() - start:.0f} s)", flush=True)
-        ops += [bench_ops(setup, k, n, d) for d in setup.densities]
-        masks += [bench_mask(setup, k, n, d) for d in setup.densities]
-    for k, n in setup.layer_shapes:
-        print(f"layer {k}→{n} ({time.perf_counter() - start:.0f} s)", flush=True)
-        layers += [bench_layer(setup, k, n, d) for d in setup.layer_densities]
-    print("\n== ops (dense ÷ time; correctness: max relative error of ours vs fp32 dense)")
-    for op in ("fwd", "dx", "dw_mask"):
-        print(ratio_table(ops, "dense", op))
-    for row in ops:
-        print(f"{row['K']}→{row['N']} ρ={row['density']:.4f} error {row['error']}")
-    print("\n== mask update (torch.topk ÷ time)")
-    print(ratio_table(masks, "torch.topk"))
-    print("\n== layer forward+backward (nn.Linear ÷ time)")
-    print(ratio_table(layers, "nn.Linear"))
-    report = {
+    report: dict = {
         "device": _device_name(setup.device),
         "versions": {"torch": torch.__version__, "triton": _triton_version(),
                      "python": platform.python_version()},
         "threads": torch.get_num_threads(),
-        "load_average_before_and_after": [load_before, list(os.getloadavg())],
+        "load_average_before": list(os.getloadavg()),  # other processes skew CPU timings
         "tokens": setup.tokens,
         "dtype": str(setup.dtype),
-        "seconds": round(time.perf_counter() - start, 1),
-        "ops": ops,
-        "mask_update": masks,
-        "layer": layers,
     }
-    out = args.out or Path("benchmarks/results") / f"kernels_{setup.device.type}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"\nwrote {out} ({report['seconds']} s)")
-    if args.write_table and setup is CPU:
-        write_table(layers, setup)
-        print(f"wrote {TABLE_PATH}")
+    stopwatch = Stopwatch(setup)
+
+    def section(name: str, value: object) -> None:
+        report[name] = value
+        report["seconds"] = round(time.perf_counter() - start, 1)
+        report["load_average_after"] = list(os.getloadavg())
+        out.write_text(json.dumps(report, indent=1) + "\n")
+        print(f"{name} done ({report['seconds']} s)", flush=True)
+
+    section("correctness", check_correctness(setup))
+    print(f"correctness: all_ok={report['correctness']['all_ok']}")
+    if setup.ours == "triton":
+        section("spmm_tiles", sweep_spmm_tiles(setup, stopwatch))
+        print(f"spmm tile: {report['spmm_tiles']['chosen']}")
+    ops, masks = [], []
+    for k, n in setup.shapes:
+        ops += [bench_ops(setup, stopwatch, k, n, d) for d in setup.densities]
+        masks += [bench_mask(setup, stopwatch, k, n, d) for d in setup.densities]
+        section("ops", ops)
+        section("mask_update", masks)
+    layers: list[dict] = []
+    for k, n in setup.layer_shapes:
+        layers += [bench_layer(setup, stopwatch, k, n, d) for d in setup.layer_densities]
+        section("layer", layers)
+    # The dispatcher on this run's own table, at shapes and densities it has not measured.
+    from . import dispatch
+
+    dispatch.TABLES[setup.device.type] = (setup.ours, table_rows(layers))
+    section("auto_off_grid", [
+        bench_layer(setup, stopwatch, k, n, d, backends=("ours", "auto")) for k, n, d in OFF_GRID
+    ])
+
+    print("\n== ops (dense ÷ time; correctness: relative error of ours vs fp32 dense)")
+    for op in ("fwd", "dx", "dw_mask"):
+        print(ratio_table(ops, "dense", op))
+    worst = max((max(row["error"].values()) for row in ops), default=float("nan"))
+    print(f"worst relative error of ours over all ops: {worst:.2e}")
+    print("\n== mask update (torch.topk ÷ time)")
+    print(ratio_table(masks, "torch.topk"))
+    print("\n== layer forward+backward (nn.Linear ÷ time)")
+    print(ratio_table(layers, "nn.Linear"))
+    print("\n== dispatcher off the measured grid (nn.Linear ÷ time)")
+    print(ratio_table(report["auto_off_grid"], "nn.Linear"))
+    print(f"\ncorrectness sweep all ok: {report['correctness']['all_ok']}")
+    print(f"wrote {out} ({report['seconds']} s)")
+    if args.write_table:
+        print(f"wrote {write_table(layers, setup)}")
 
 
 def _device_name(device: torch.device) -> str:

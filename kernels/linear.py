@@ -99,7 +99,7 @@ def sparse_linear(
     if weight_grad not in ("dense", "mask"):
         raise ValueError(f"weight_grad must be 'dense' or 'mask', got {weight_grad!r}")
     if backend == "auto":
-        backend = choose_backend(weight)
+        backend = choose_backend(weight, nnz)
     if backend == "dense":
         if weight_grad == "mask":
             weight = weight * (weight != 0)

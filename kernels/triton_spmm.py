@@ -3,12 +3,15 @@
 Gathers of individual nonzeros on CUDA cores (``notes/kernels.md``: top-k masks are not
 block-sparse, so tiles cannot be skipped). Activations are feature-major, so each nonzero reads
 a contiguous run of tokens. No ``tl.dot`` (wrong in bf16 under the interpreter), fp32
-accumulation, int64 offsets. Block sizes are a single, unmeasured config.
+accumulation, int64 offsets. ``SPMM_CONFIG`` holds the forward kernel's tile; ``bench.py`` sweeps
+the candidates on a GPU and uses the fastest for the rest of its run.
 
 This module imports triton; the package imports it only when a Triton backend is asked for.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import triton
@@ -17,8 +20,23 @@ from torch import Tensor
 
 from .csr import CSR
 
-SPMM_BLOCK_ROWS = 32
-SPMM_BLOCK_TOKENS = 64
+
+@dataclass(frozen=True)
+class SpmmConfig:
+    """A tile of the sparse product: output rows × tokens per program, warps, output layout.
+
+    ``feature_major_out`` stores the ``[T, rows]`` result as a transposed ``[rows, T]`` buffer
+    (as the torch twin does), so each program writes contiguous runs of tokens.
+    """
+
+    block_rows: int = 32
+    block_tokens: int = 64
+    num_warps: int = 4
+    feature_major_out: bool = False
+
+
+SPMM_CONFIG = SpmmConfig()
+
 SDDMM_BLOCK_SLOTS = 32
 SDDMM_BLOCK_TOKENS = 64
 SDDMM_TARGET_PROGRAMS = 2048  # split the token axis until about this many programs run
@@ -49,8 +67,12 @@ def _spmm_kernel(
             other=0.0,
         )
         acc += v[:, None] * x.to(tl.float32)
+    offsets = (
+        tokens[None, :].to(tl.int64) * stride_out_token
+        + rows[:, None].to(tl.int64) * stride_out_row
+    )
     tl.store(
-        out + tokens[None, :].to(tl.int64) * stride_out_token + rows[:, None] * stride_out_row,
+        out + offsets,
         acc.to(out.dtype.element_ty),
         mask=row_ok[:, None] & token_ok[None, :],
     )
@@ -86,20 +108,26 @@ def _sddmm_kernel(
     tl.store(partial + split.to(tl.int64) * nnz + slots, acc, mask=slot_ok)
 
 
-def spmm_triton(a: CSR, bt: Tensor) -> Tensor:
-    """Triton twin of ``spmm_torch``: ``[T, rows]`` in ``bt``'s dtype (token-major storage)."""
+def spmm_triton(a: CSR, bt: Tensor, config: SpmmConfig | None = None) -> Tensor:
+    """Triton twin of ``spmm_torch``: ``[T, rows]`` in ``bt``'s dtype, tiled by ``config``
+    (``SPMM_CONFIG`` when left out)."""
+    config = config or SPMM_CONFIG
     rows, features = a.shape
     if bt.shape[0] != features:
         raise ValueError(f"bt has {bt.shape[0]} features, the matrix has {features} columns")
     n_tokens = bt.shape[1]
-    out = torch.empty((n_tokens, rows), dtype=bt.dtype, device=bt.device)
-    grid = (triton.cdiv(rows, SPMM_BLOCK_ROWS), triton.cdiv(n_tokens, SPMM_BLOCK_TOKENS))
+    if config.feature_major_out:
+        out = torch.empty((rows, n_tokens), dtype=bt.dtype, device=bt.device).t()
+    else:
+        out = torch.empty((n_tokens, rows), dtype=bt.dtype, device=bt.device)
+    grid = (triton.cdiv(rows, config.block_rows), triton.cdiv(n_tokens, config.block_tokens))
     if out.numel() > 0:
         _spmm_kernel[grid](
             a.crow, a.col, a.val, bt, out,
             rows, n_tokens,
             bt.stride(0), bt.stride(1), out.stride(0), out.stride(1),
-            BLOCK_ROWS=SPMM_BLOCK_ROWS, BLOCK_TOKENS=SPMM_BLOCK_TOKENS,
+            BLOCK_ROWS=config.block_rows, BLOCK_TOKENS=config.block_tokens,
+            num_warps=config.num_warps,
         )
     return out
 

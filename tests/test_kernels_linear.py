@@ -18,8 +18,7 @@ from sparsecircuits.kernels import (
     sparse_linear,
     triton_available,
 )
-from sparsecircuits.kernels.cpu_table import TIMINGS_MS
-from sparsecircuits.kernels.dispatch import choose_cpu_backend
+from sparsecircuits.kernels.dispatch import TABLES, sparse_is_faster
 from sparsecircuits.kernels.spmm import sddmm_torch, spmm_torch
 
 pytestmark = [
@@ -255,10 +254,19 @@ def test_triton_kernels_stay_inside_their_buffers(pattern):
 # Dispatch and optional triton.
 
 
-def test_dispatch_follows_the_measured_table():
-    for in_f, out_f, density, dense_ms, torch_ms in TIMINGS_MS:
-        faster = "torch" if torch_ms < dense_ms else "dense"
-        assert choose_cpu_backend(in_f, out_f, density) == faster
+@pytest.mark.parametrize("device", sorted(TABLES))
+def test_dispatch_follows_the_measured_table(device):
+    _, timings = TABLES[device]
+    for in_f, out_f, density, dense_ms, sparse_ms in timings:
+        assert sparse_is_faster(timings, in_f, out_f, density) == (sparse_ms < dense_ms)
+
+
+def test_dispatch_reads_the_density_from_nnz_without_counting():
+    _, timings = TABLES["cpu"]
+    in_f, out_f, density, _, _ = next(row for row in timings if row[4] < row[3])
+    weight = torch.ones(out_f, in_f)  # no zeros: only nnz says how sparse it is
+    assert choose_backend(weight, nnz=round(density * weight.numel())) == "torch"
+    assert choose_backend(weight) == "dense"  # counted: density 1
 
 
 def test_dispatch_is_dense_off_the_cpu():
@@ -285,3 +293,21 @@ def test_package_imports_without_triton():
         "        raise AssertionError('no error')\n"
     )
     subprocess.run([sys.executable, "-c", script], check=True)
+
+
+@needs_triton
+@pytest.mark.interpreter
+@pytest.mark.parametrize(
+    "config",
+    [(16, 32, 4, False), (32, 64, 4, True), (64, 16, 2, True)],
+    ids=["small tile", "feature-major out", "wide rows"],
+)
+def test_every_spmm_tile_computes_the_same_product(config):
+    """The tiles bench.py sweeps on a GPU are all the same function."""
+    from sparsecircuits.kernels.triton_spmm import SpmmConfig, spmm_triton
+
+    weight = make_weight("empty rows")
+    x = torch.randn(70, IN)
+    y = spmm_triton(compress(weight), x.t().contiguous(), SpmmConfig(*config))
+    assert y.shape == (70, OUT)
+    assert_matches(y, x.double() @ weight.double().t(), torch.float32)
