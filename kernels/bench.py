@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .csr import compress
+from .csr import SLOT_FINDERS, compress
 from .linear import sparse_linear
 from .spmm import sddmm_torch, spmm_torch
 from .topk import topk_mask
@@ -224,9 +224,10 @@ def check_correctness(setup: Setup, cases: int = 24, max_size: int = 1500) -> di
     }
 
 
-SPMM_TILES = [
-    (32, 64, 4), (64, 64, 4), (128, 64, 8), (32, 128, 4), (64, 128, 4), (64, 128, 8),
-    (128, 128, 8), (16, 256, 4), (32, 256, 8),
+SPMM_TILES = [  # (block_rows, block_tokens, num_warps, feature_major_out, row_blocks_per_program)
+    (32, 64, 4, False, 1), (16, 256, 4, True, 1), (8, 512, 4, True, 1),
+    *((r, b, 4, True, g) for b in (32, 64, 128) for r in (16, 32) for g in (0, 16)),
+    (16, 64, 2, True, 0), (8, 64, 4, True, 0), (64, 32, 4, True, 0),
 ]
 
 
@@ -240,16 +241,15 @@ def sweep_spmm_tiles(setup: Setup, stopwatch: Stopwatch) -> dict:
         xt = torch.randn(in_f, setup.tokens, device=setup.device, dtype=setup.dtype)
         cases.append((compress(weight), xt, f"{in_f}→{out_f} ρ={density}"))
     rows = []
-    for block_rows, block_tokens, num_warps in SPMM_TILES:
-        for feature_major_out in (False, True):
-            config = triton_spmm.SpmmConfig(block_rows, block_tokens, num_warps, feature_major_out)
-            ms = {
-                name: stopwatch(
-                    str(config), lambda a=a, xt=xt, c=config: triton_spmm.spmm_triton(a, xt, c)
-                )
-                for a, xt, name in cases
-            }
-            rows.append({"config": dataclasses.asdict(config), "ms": ms})
+    for tile in SPMM_TILES:
+        config = triton_spmm.SpmmConfig(*tile)
+        ms = {
+            name: stopwatch(
+                str(config), lambda a=a, xt=xt, c=config: triton_spmm.spmm_triton(a, xt, c)
+            )
+            for a, xt, name in cases
+        }
+        rows.append({"config": dataclasses.asdict(config), "ms": ms})
     timed = [r for r in rows if all(isinstance(v, float) for v in r["ms"].values())]
     if timed:
         best = min(timed, key=lambda r: sum(r["ms"].values()))
@@ -363,9 +363,64 @@ def bench_mask(setup: Setup, stopwatch: Stopwatch, in_f: int, out_f: int, densit
             else:
                 ms[f"update_graph_{backend}"] = stopwatch(f"mask {backend}", replay)
     masked = weight * by_topk.view_as(weight)
-    ms["csr_and_csc_build"] = stopwatch(
-        "mask build", lambda: (compress(masked, k), compress(masked.t(), k))
-    )
+    for finder in SLOT_FINDERS:
+        ms[f"csr_and_csc_build_{finder}"] = stopwatch(
+            f"mask build {finder}",
+            lambda finder=finder: (compress(masked, k, finder), compress(masked.t(), k, finder)),
+        )
+    return result
+
+
+def profile_table(fn: Callable[[], object], rows: int = 15) -> str:
+    """The CUDA kernels of three calls of ``fn``, by total device time (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(3):
+            fn()
+        torch.cuda.synchronize()
+    averages = prof.key_averages()
+    for key in ("device_time_total", "cuda_time_total"):
+        try:
+            return averages.table(sort_by=key, row_limit=rows)
+        except (AttributeError, KeyError, ValueError):
+            continue
+    return averages.table(row_limit=rows)
+
+
+def profile_anchor(setup: Setup) -> dict:
+    """Where the time goes at the anchor (1024→4096, 1 %): layer step and mask update."""
+    in_f, out_f, density = 1024, 4096, 0.01
+    weight = masked_weight(out_f, in_f, density, setup).to(setup.dtype).requires_grad_()
+    nnz = round(density * weight.numel())
+    x = torch.randn(setup.tokens, in_f, device=setup.device, dtype=setup.dtype)
+    x.requires_grad_()
+    dy = torch.randn(setup.tokens, out_f, device=setup.device, dtype=setup.dtype)
+    raw = torch.randn(out_f, in_f, device=setup.device)
+
+    def layer() -> None:
+        sparse_linear(x, weight, backend=setup.ours, nnz=nnz).backward(dy)
+
+    def update() -> None:
+        mask = topk_mask(raw, nnz, min_per_row=4, min_per_col=4, backend=setup.ours)
+        compress(raw * mask, nnz + 4 * (in_f + out_f))
+
+    from .triton_spmm import feature_major_triton
+
+    result: dict = {
+        "transpose_dy_matches": bool(torch.equal(feature_major_triton(dy), dy.t().contiguous())),
+        "transpose_dy_ms": {
+            "torch": time_ms(lambda: dy.t().contiguous(), setup.device),
+            "triton": time_ms(lambda: feature_major_triton(dy), setup.device),
+        },
+    }
+    for name, fn in (("layer", layer), ("mask_update", update)):
+        try:
+            result[name] = profile_table(fn)
+        except Exception as error:
+            result[name] = f"failed: {str(error).splitlines()[0][:120]}"
     return result
 
 
@@ -502,9 +557,15 @@ def main() -> None:
     from . import dispatch
 
     dispatch.TABLES[setup.device.type] = (setup.ours, table_rows(layers))
+    dispatch.forget_decisions()
     section("auto_off_grid", [
         bench_layer(setup, stopwatch, k, n, d, backends=("ours", "auto")) for k, n, d in OFF_GRID
     ])
+    if setup.device.type == "cuda":
+        section("profile", profile_anchor(setup))
+        for name, table in report["profile"].items():
+            print(f"\n== profile: {name}\n{table}")
+        print(f"spmm tile: {report['spmm_tiles']['chosen']}")
 
     print("\n== ops (dense ÷ time; correctness: relative error of ours vs fp32 dense)")
     for op in ("fwd", "dx", "dw_mask"):

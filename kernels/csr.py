@@ -52,33 +52,57 @@ class CSR:
         return dense.index_put_((self.row.long(), self.col.long()), self.val, accumulate=True)
 
 
-def compress(matrix: Tensor, nnz: int | None = None) -> CSR:
+def _slots_by_nonzero(present: Tensor, nnz: int) -> Tensor:
+    return torch.nonzero_static(present, size=nnz, fill_value=present.numel()).squeeze(1)
+
+
+def _slots_by_search(present: Tensor, nnz: int) -> Tensor:
+    count = present.cumsum(0)  # count[i]: nonzeros at flat indices <= i
+    slots = torch.arange(1, nnz + 1, device=present.device)
+    return torch.searchsorted(count, slots)  # where the count first reaches j + 1
+
+
+SLOT_FINDERS = {"nonzero": _slots_by_nonzero, "search": _slots_by_search}
+"""Two ways to find the flat index of each of the first ``nnz`` nonzeros (``present.numel()``
+for padding slots): ``torch.nonzero_static``, or a running count and a binary search."""
+
+DEFAULT_SLOT_FINDER = {"cpu": "nonzero", "cuda": "nonzero"}
+"""Per device type, the faster finder as measured by ``bench.py`` (CPU: ``nonzero``)."""
+
+
+def compress(matrix: Tensor, nnz: int | None = None, finder: str | None = None) -> CSR:
     """CSR copy of the nonzeros of a 2-D ``matrix``.
 
     ``nnz`` is the number of slots. Left out, it is the exact count (a host synchronisation on
     CUDA). Given, it must be at least the number of nonzeros (a top-k budget plus any floors);
     extra slots are padding. Too small a capacity drops the trailing nonzeros (never reads out
-    of bounds).
+    of bounds). ``finder`` picks a ``SLOT_FINDERS`` entry (default: the device's measured one).
     """
     if matrix.dim() != 2:
         raise ValueError(f"compress takes a 2-D tensor, got shape {tuple(matrix.shape)}")
     rows, cols = matrix.shape
-    present = matrix != 0
+    present = (matrix != 0).flatten()
+    per_row = present.view(rows, cols).sum(dim=1)
     if nnz is None:
-        nnz = int(present.count_nonzero())
-    flat = torch.nonzero_static(present.flatten(), size=nnz, fill_value=-1).squeeze(1)
-    padding = flat < 0
+        nnz = int(per_row.sum())
+    find = SLOT_FINDERS[finder or DEFAULT_SLOT_FINDER.get(matrix.device.type, "nonzero")]
+    flat = find(present, nnz) if present.numel() else torch.zeros(
+        nnz, dtype=torch.int64, device=matrix.device
+    )
+    padding = flat >= present.numel()
+    flat = flat.clamp(max=max(present.numel() - 1, 0))
     row = torch.where(padding, rows - 1, flat // max(cols, 1))
     col = torch.where(padding, 0, flat % max(cols, 1))
-    val = matrix.flatten()[flat.clamp(min=0)].masked_fill(padding, 0)
+    # Gather the values through the (possibly transposed) view: no copy of the whole matrix.
+    val = matrix[row.clamp(min=0), col] if present.numel() else matrix.new_zeros(nnz)
     crow = torch.zeros(rows + 1, dtype=torch.int64, device=matrix.device)
-    torch.cumsum(present.count_nonzero(dim=1), dim=0, out=crow[1:])
-    crow.clamp_(max=nnz)
-    crow[-1] = nnz
+    torch.cumsum(per_row, dim=0, out=crow[1:])
+    crow = crow.clamp(max=nnz)
+    crow[-1:].fill_(nnz)  # padding slots belong to the last row; no host tensor (graph-safe)
     return CSR(
         crow=crow.to(torch.int32),
         col=col.to(torch.int32),
         row=row.to(torch.int32),
-        val=val,
+        val=val.masked_fill(padding, 0),
         shape=(rows, cols),
     )

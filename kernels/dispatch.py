@@ -3,14 +3,18 @@
 Each device type has a table written by ``python -m sparsecircuits.kernels.bench --write-table``
 on that device: the time of a layer's forward+backward (dense weight gradient) on the dense
 backend and on the device's sparse backend (``"torch"`` on a CPU, ``"triton"`` on CUDA), for a
-grid of shapes and densities. A weight takes the faster backend at the nearest measured point
-(distance in log in-features, log out-features and log density). A device without a table, or
-with an empty one, takes ``"dense"``.
+grid of shapes and densities. A weight takes the sparse backend only where it took at most
+``SPARSE_MARGIN`` of the dense time at the nearest measured point (distance in log in-features,
+log out-features and log density): between grid points the guess can be wrong, and a wrong
+guess for sparse costs more than one for dense. A device without a table, or with an empty one,
+takes ``"dense"``. Decisions are cached per (device, shape, nonzeros); call
+``forget_decisions()`` after changing ``TABLES``.
 """
 
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import Literal
 
 from torch import Tensor
@@ -28,6 +32,7 @@ TABLES: dict[str, tuple[Literal["torch", "triton"], Timings]] = {
 """Per device type: its sparse backend and its measured table."""
 
 _MIN_DENSITY = 1e-4  # an all-zero weight is looked up as this density
+SPARSE_MARGIN = 0.9
 
 
 def choose_backend(weight: Tensor, nnz: int | None = None) -> Literal["torch", "triton", "dense"]:
@@ -36,21 +41,31 @@ def choose_backend(weight: Tensor, nnz: int | None = None) -> Literal["torch", "
     ``nnz`` (e.g. the top-k budget) gives the density without counting; otherwise the nonzeros
     are counted (a host synchronisation on CUDA).
     """
-    sparse, timings = TABLES.get(weight.device.type, ("torch", []))
-    if not timings or weight.dim() != 2 or weight.numel() == 0:
+    if weight.dim() != 2 or weight.numel() == 0 or not TABLES.get(weight.device.type, ("", []))[1]:
         return "dense"
-    out_features, in_features = weight.shape
     nonzero = int(weight.count_nonzero()) if nnz is None else nnz
-    density = max(nonzero / weight.numel(), _MIN_DENSITY)
+    return _choose(weight.device.type, weight.shape[1], weight.shape[0], nonzero)
+
+
+@lru_cache(maxsize=4096)
+def _choose(device: str, in_features: int, out_features: int, nonzero: int) -> str:
+    sparse, timings = TABLES[device]
+    density = max(nonzero / (in_features * out_features), _MIN_DENSITY)
     return sparse if sparse_is_faster(timings, in_features, out_features, density) else "dense"
 
 
+def forget_decisions() -> None:
+    """Drop the cached decisions (call after changing ``TABLES``)."""
+    _choose.cache_clear()
+
+
 def sparse_is_faster(timings: Timings, in_features: int, out_features: int, density: float) -> bool:
-    """Whether the sparse backend was faster at the measured point nearest to this one."""
+    """Whether the sparse backend took at most ``SPARSE_MARGIN`` of the dense time at the
+    measured point nearest to this one."""
     point = (math.log(in_features), math.log(out_features), math.log(density))
 
     def distance(row: tuple[int, int, float, float, float]) -> float:
         return math.dist(point, (math.log(row[0]), math.log(row[1]), math.log(row[2])))
 
     _, _, _, dense_ms, sparse_ms = min(timings, key=distance)
-    return sparse_ms < dense_ms
+    return sparse_ms <= SPARSE_MARGIN * dense_ms

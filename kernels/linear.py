@@ -22,26 +22,27 @@ from torch import Tensor
 
 from .csr import CSR, compress
 from .dispatch import choose_backend
-from .spmm import sddmm_torch, spmm_torch
+from .spmm import feature_major_torch, sddmm_torch, spmm_torch
 
 Backend = Literal["auto", "triton", "torch", "dense"]
 WeightGrad = Literal["dense", "mask"]
 
 
 class SparseOps(NamedTuple):
-    """The two kernels a sparse backend provides (see ``spmm.py`` for what they compute)."""
+    """The kernels a sparse backend provides (see ``spmm.py`` for what they compute)."""
 
     spmm: Callable[[CSR, Tensor], Tensor]
     sddmm: Callable[[CSR, Tensor, Tensor], Tensor]
+    feature_major: Callable[[Tensor], Tensor]
 
 
 def _ops(backend: str, x: Tensor) -> SparseOps:
     if backend == "torch":
-        return SparseOps(spmm_torch, sddmm_torch)
+        return SparseOps(spmm_torch, sddmm_torch, feature_major_torch)
     from .triton_support import load_triton_module
 
     module = load_triton_module("triton_spmm", x)
-    return SparseOps(module.spmm_triton, module.sddmm_triton)
+    return SparseOps(module.spmm_triton, module.sddmm_triton, module.feature_major_triton)
 
 
 class _SparseLinear(torch.autograd.Function):
@@ -51,7 +52,7 @@ class _SparseLinear(torch.autograd.Function):
         nnz = int(w.count_nonzero()) if nnz is None else nnz  # one count for both copies
         ctx.rows = compress(w, nnz)
         ctx.cols = compress(w.t(), nnz)
-        xt = x.t().contiguous()  # may share x: saved, so in-place edits are caught
+        xt = ops.feature_major(x)  # may share x: saved, so in-place edits are caught
         ctx.save_for_backward(xt)
         ctx.ops, ctx.weight_grad = ops, weight_grad
         ctx.weight_dtype = weight.dtype
@@ -61,7 +62,7 @@ class _SparseLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy):
         (xt,) = ctx.saved_tensors
-        dyt = dy.t().contiguous()
+        dyt = ctx.ops.feature_major(dy)
         dx = dw = db = None
         if ctx.needs_input_grad[0]:
             dx = ctx.ops.spmm(ctx.cols, dyt)

@@ -26,6 +26,11 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
+def feature_major_torch(x: Tensor) -> Tensor:
+    """``[features, T]`` storage of a 2-D ``[T, features]`` tensor (a view if it already is)."""
+    return x.t().contiguous()
+
+
 def spmm_torch(a: CSR, bt: Tensor) -> Tensor:
     """``[T, rows]`` product of CSR ``a`` with feature-major ``bt`` (a view of ``[rows, T]``)."""
     dtype = _compute_dtype(bt.dtype)

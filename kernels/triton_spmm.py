@@ -23,20 +23,25 @@ from .csr import CSR
 
 @dataclass(frozen=True)
 class SpmmConfig:
-    """A tile of the sparse product: output rows × tokens per program, warps, output layout.
+    """A tile of the sparse product: output rows × tokens per step, warps, output layout.
 
-    ``feature_major_out`` stores the ``[T, rows]`` result as a transposed ``[rows, T]`` buffer
-    (as the torch twin does), so each program writes contiguous runs of tokens.
+    A program computes ``row_blocks_per_program`` consecutive row blocks over one slice of
+    tokens (0: all of them). ``feature_major_out`` stores the ``[T, rows]`` result as a
+    transposed ``[rows, T]`` buffer (as the torch twin does), so each program writes contiguous
+    runs of tokens.
     """
 
     block_rows: int = 32
     block_tokens: int = 64
     num_warps: int = 4
     feature_major_out: bool = False
+    row_blocks_per_program: int = 1
 
 
-SPMM_CONFIG = SpmmConfig()
+SPMM_CONFIG = SpmmConfig(block_rows=8, block_tokens=512, num_warps=4, feature_major_out=True)
+"""The fastest tile of ``bench.py``'s sweep on an H100 (benchmarks/results/kernels_cuda.json)."""
 
+TRANSPOSE_BLOCK = 64
 SDDMM_BLOCK_SLOTS = 32
 SDDMM_BLOCK_TOKENS = 64
 SDDMM_TARGET_PROGRAMS = 2048  # split the token axis until about this many programs run
@@ -45,37 +50,41 @@ SDDMM_TARGET_PROGRAMS = 2048  # split the token axis until about this many progr
 @triton.jit
 def _spmm_kernel(
     crow, col, val, bt, out,
-    n_rows, n_tokens,
+    n_rows, n_tokens, row_blocks_per_program,
     stride_bt_feature, stride_bt_token, stride_out_token, stride_out_row,
     BLOCK_ROWS: tl.constexpr, BLOCK_TOKENS: tl.constexpr,
 ):
-    # Row blocks vary fastest, so programs running together share one slice of tokens.
-    rows = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
+    # A program walks a group of row blocks over one slice of tokens: every nonzero of the
+    # group gathers from that slice, so the later gathers of a column can hit the L1 cache.
     tokens = tl.program_id(1) * BLOCK_TOKENS + tl.arange(0, BLOCK_TOKENS)
-    row_ok = rows < n_rows
     token_ok = tokens < n_tokens
-    start = tl.load(crow + rows, mask=row_ok, other=0)
-    length = tl.load(crow + rows + 1, mask=row_ok, other=0) - start
-    acc = tl.zeros((BLOCK_ROWS, BLOCK_TOKENS), dtype=tl.float32)
-    for j in range(0, tl.max(length, axis=0)):
-        live = j < length
-        c = tl.load(col + start + j, mask=live, other=0).to(tl.int64)
-        v = tl.load(val + start + j, mask=live, other=0.0).to(tl.float32)
-        x = tl.load(
-            bt + c[:, None] * stride_bt_feature + tokens[None, :] * stride_bt_token,
-            mask=live[:, None] & token_ok[None, :],
-            other=0.0,
+    first_block = tl.program_id(0) * row_blocks_per_program
+    last_block = tl.minimum(first_block + row_blocks_per_program, tl.cdiv(n_rows, BLOCK_ROWS))
+    for block in range(first_block, last_block):
+        rows = block * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
+        row_ok = rows < n_rows
+        start = tl.load(crow + rows, mask=row_ok, other=0)
+        length = tl.load(crow + rows + 1, mask=row_ok, other=0) - start
+        acc = tl.zeros((BLOCK_ROWS, BLOCK_TOKENS), dtype=tl.float32)
+        for j in range(0, tl.max(length, axis=0)):
+            live = j < length
+            c = tl.load(col + start + j, mask=live, other=0).to(tl.int64)
+            v = tl.load(val + start + j, mask=live, other=0.0).to(tl.float32)
+            x = tl.load(
+                bt + c[:, None] * stride_bt_feature + tokens[None, :] * stride_bt_token,
+                mask=live[:, None] & token_ok[None, :],
+                other=0.0,
+            )
+            acc += v[:, None] * x.to(tl.float32)
+        offsets = (
+            tokens[None, :].to(tl.int64) * stride_out_token
+            + rows[:, None].to(tl.int64) * stride_out_row
         )
-        acc += v[:, None] * x.to(tl.float32)
-    offsets = (
-        tokens[None, :].to(tl.int64) * stride_out_token
-        + rows[:, None].to(tl.int64) * stride_out_row
-    )
-    tl.store(
-        out + offsets,
-        acc.to(out.dtype.element_ty),
-        mask=row_ok[:, None] & token_ok[None, :],
-    )
+        tl.store(
+            out + offsets,
+            acc.to(out.dtype.element_ty),
+            mask=row_ok[:, None] & token_ok[None, :],
+        )
 
 
 @triton.jit
@@ -108,6 +117,35 @@ def _sddmm_kernel(
     tl.store(partial + split.to(tl.int64) * nnz + slots, acc, mask=slot_ok)
 
 
+@triton.jit
+def _transpose_kernel(
+    x, out, n_rows, n_cols, stride_x_row, stride_out_row,
+    BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr,
+):
+    rows = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
+    cols = tl.program_id(1) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
+    ok = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
+    tile = tl.load(x + rows[:, None].to(tl.int64) * stride_x_row + cols[None, :], mask=ok)
+    tl.store(out + cols[None, :].to(tl.int64) * stride_out_row + rows[:, None], tile, mask=ok)
+
+
+def feature_major_triton(x: Tensor) -> Tensor:
+    """``x.t().contiguous()`` for a 2-D ``[T, features]`` tensor, as a tiled Triton copy
+    (torch's generic strided copy is the slowest part of a layer step on an H100)."""
+    if x.t().is_contiguous():
+        return x.t()
+    x = x if x.stride(1) == 1 else x.contiguous()
+    n_rows, n_cols = x.shape
+    out = torch.empty((n_cols, n_rows), dtype=x.dtype, device=x.device)
+    if out.numel() > 0:
+        grid = (triton.cdiv(n_rows, TRANSPOSE_BLOCK), triton.cdiv(n_cols, TRANSPOSE_BLOCK))
+        _transpose_kernel[grid](
+            x, out, n_rows, n_cols, x.stride(0), out.stride(0),
+            BLOCK_ROWS=TRANSPOSE_BLOCK, BLOCK_COLS=TRANSPOSE_BLOCK,
+        )
+    return out
+
+
 def spmm_triton(a: CSR, bt: Tensor, config: SpmmConfig | None = None) -> Tensor:
     """Triton twin of ``spmm_torch``: ``[T, rows]`` in ``bt``'s dtype, tiled by ``config``
     (``SPMM_CONFIG`` when left out)."""
@@ -120,11 +158,13 @@ def spmm_triton(a: CSR, bt: Tensor, config: SpmmConfig | None = None) -> Tensor:
         out = torch.empty((rows, n_tokens), dtype=bt.dtype, device=bt.device).t()
     else:
         out = torch.empty((n_tokens, rows), dtype=bt.dtype, device=bt.device)
-    grid = (triton.cdiv(rows, config.block_rows), triton.cdiv(n_tokens, config.block_tokens))
+    row_blocks = triton.cdiv(rows, config.block_rows)
+    group = config.row_blocks_per_program or row_blocks
+    grid = (triton.cdiv(row_blocks, group), triton.cdiv(n_tokens, config.block_tokens))
     if out.numel() > 0:
         _spmm_kernel[grid](
             a.crow, a.col, a.val, bt, out,
-            rows, n_tokens,
+            rows, n_tokens, group,
             bt.stride(0), bt.stride(1), out.stride(0), out.stride(1),
             BLOCK_ROWS=config.block_rows, BLOCK_TOKENS=config.block_tokens,
             num_warps=config.num_warps,

@@ -9,6 +9,10 @@ import pytest
 import torch
 from sparsecircuits.kernels import topk_mask, topk_mask_torch, triton_available
 
+# triton 3.6's interpreter reads loop bounds through a 1-element array (fine below numpy 2.4)
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Conversion of an array with ndim > 0:DeprecationWarning"
+)
 needs_triton = pytest.mark.skipif(not triton_available(), reason="triton is not installed")
 BACKENDS = ["torch", pytest.param("triton", marks=[needs_triton, pytest.mark.interpreter])]
 
