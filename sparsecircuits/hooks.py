@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -104,11 +105,11 @@ class HookedModule(nn.Module):
                 point.fns.remove(fn)
 
     def run_with_hooks(
-        self, tokens: Tensor, fwd_hooks: Sequence[tuple[NameFilter, HookFn]] = ()
+        self, tokens: Tensor, fwd_hooks: Sequence[tuple[NameFilter, HookFn]] = (), **kwargs: Any
     ) -> Tensor:
-        """Logits of a forward pass with the given hooks attached."""
+        """Logits of a forward pass (``kwargs`` go to ``forward``) with the hooks attached."""
         with self.hooks(fwd_hooks):
-            return self(tokens)
+            return self(tokens, **kwargs)
 
     def run_with_cache(
         self, tokens: Tensor, names_filter: NameFilter = None, *, detach: bool = True

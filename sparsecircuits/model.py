@@ -93,12 +93,15 @@ class Attention(nn.Module):
         batch, pos, _ = x.shape
         return x.view(batch, pos, self.n_heads, self.d_head).transpose(1, 2)
 
-    def forward(self, x: Tensor) -> Tensor:
-        q = self._heads(self.hook_q(self.q(x)))
+    def forward(self, x: Tensor, last_only: bool = False) -> Tensor:
+        """Attention output at every position, or only at the last (keys and values still
+        come from every position)."""
+        q = self._heads(self.hook_q(self.q(x[:, -1:] if last_only else x)))
         k = self._heads(self.hook_k(self.k(x)))
         v = self._heads(self.hook_v(self.v(x)))
         if self.sink is None and not self.hook_pattern.fns:
-            z = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            # A single last query sees every key: no mask (is_causal aligns top-left).
+            z = F.scaled_dot_product_attention(q, k, v, is_causal=not last_only)
         else:
             z = self.hook_pattern(self._pattern(q, k)) @ v
         batch, _, pos, _ = z.shape
@@ -106,9 +109,10 @@ class Attention(nn.Module):
         return self.o(z)
 
     def _pattern(self, q: Tensor, k: Tensor) -> Tensor:
-        pos = q.shape[2]
+        queries, keys = q.shape[2], k.shape[2]
         scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.d_head)
-        causal = torch.ones(pos, pos, dtype=torch.bool, device=q.device).tril()
+        # The queries are the last positions: query i sits at position keys - queries + i.
+        causal = torch.ones(queries, keys, dtype=torch.bool, device=q.device).tril(keys - queries)
         scores = scores.masked_fill(~causal, float("-inf"))
         if self.sink is None:
             return scores.softmax(dim=-1)
@@ -148,9 +152,11 @@ class Block(nn.Module):
         self.hook_mlp_out = HookPoint(_keep(cfg, "hook_mlp_out", d))
         self.hook_resid_post = HookPoint()
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, last_only: bool = False) -> Tensor:
+        """The block at every position, or (``last_only``) its output at the last one."""
         x = self.hook_resid_pre(x)
-        x = self.hook_resid_mid(x + self.hook_attn_out(self.attn(self.ln1(x))))
+        attn_out = self.hook_attn_out(self.attn(self.ln1(x), last_only))
+        x = self.hook_resid_mid((x[:, -1:] if last_only else x) + attn_out)
         return self.hook_resid_post(x + self.hook_mlp_out(self.mlp(self.ln2(x))))
 
 
@@ -178,16 +184,34 @@ class SparseGPT(HookedModule):
             torch.random.set_rng_state(generator_state)
         self.setup_hooks()
 
-    def forward(self, tokens: Tensor) -> Tensor:
+    def forward(
+        self, tokens: Tensor, *, last_only: bool = False, start: tuple[int, Tensor] | None = None
+    ) -> Tensor:
+        """Logits ``[batch, pos, vocab]`` of ``tokens [batch, pos]``.
+
+        ``last_only``: ``[batch, 1, vocab]`` at the last position, computed without the final
+        block's work at the other positions (its queries and everything after attention; hooks
+        there see one position). ``start=(layer, resid)``: begin at block ``layer`` (or at
+        ``ln_final`` when ``layer`` is ``n_layers``) with ``resid [batch, pos, d_model]`` as the
+        residual stream, the value ``blocks.{layer}.hook_resid_pre`` had; the embeddings and
+        the earlier blocks, with their hooks, are skipped.
+        """
         if tokens.shape[-1] > self.cfg.n_ctx:
             raise ValueError(f"{tokens.shape[-1]} tokens exceed the context of {self.cfg.n_ctx}")
-        x = self.hook_embed(self.W_E[tokens])
-        x = x + self.hook_pos_embed(self.W_pos[: tokens.shape[-1]].expand_as(x))
-        for block in self.blocks:
-            x = block(x)
+        if start is None:
+            first = 0
+            x = self.hook_embed(self.W_E[tokens])
+            x = x + self.hook_pos_embed(self.W_pos[: tokens.shape[-1]].expand_as(x))
+        else:
+            first, x = start
+        last = len(self.blocks) - 1
+        for i in range(first, len(self.blocks)):
+            x = self.blocks[i](x, last_only and i == last)
+        if last_only and first > last:
+            x = x[:, -1:]
         logits = self.unembed(self.ln_final(x))
         if self.bigram is not None:
-            logits = logits + self.bigram[tokens]
+            logits = logits + self.bigram[tokens[:, -1:] if last_only else tokens]
         return logits
 
     def sparse_parameters(self) -> dict[str, str]:

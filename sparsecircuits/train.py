@@ -162,7 +162,7 @@ def evaluate_all(model: SparseGPT, config: Config, sources: Sources) -> dict[str
     results: dict[str, dict[str, float]] = {}
     for name in sources.tasks:
         fixed = eval_set(TASKS[name], ctx, config.data.eval_examples)
-        last = model(fixed.tokens)[:, -1]
+        last = model(fixed.tokens, last_only=True)[:, -1]
         results[name] = {
             "loss": float(contrast_loss(last, fixed.correct, fixed.wrong).mean()),
             "accuracy": float(contrast_accuracy(last, fixed.correct, fixed.wrong)),

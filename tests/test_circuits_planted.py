@@ -179,6 +179,21 @@ def test_zero_and_mean_ablation_match_hand_computation() -> None:
     assert mean_activations(model, reference)["blocks.0.mlp.hook_post"][0] == pytest.approx(mean)
 
 
+@pytest.mark.parametrize("method", ["mean", "resample"])
+def test_last_only_forward_ablates_like_the_full_forward(method: str) -> None:
+    """Per-position replacements line up with the last position when the final block runs
+    there only (the extractor's forward)."""
+    model = planted_model()
+    generator = torch.Generator().manual_seed(0)
+    reference = torch.randint(0, 99, (5, 16), generator=generator)
+    tokens = torch.randint(0, 99, (5, 16), generator=generator)
+    nodes = ["blocks.0.mlp.hook_post:0", "blocks.0.attn.hook_q:1", "blocks.0.hook_mlp_out:1"]
+    with ablate(model, nodes, method, reference, per_position=True):
+        full = model(tokens)[:, -1]
+        last = model(tokens, last_only=True)[:, 0]
+    torch.testing.assert_close(last, full)
+
+
 def test_edge_ablation_masks_one_weight_and_restores_it(planted_task: str) -> None:
     model = planted_model(distractors=False)
     edge = ("blocks.0.ln2.hook_normalized:0", "blocks.0.mlp.hook_post:0")
@@ -248,3 +263,31 @@ def test_unsolved_task_has_no_circuit(planted_task: str) -> None:
     assert circuit.graph.number_of_nodes() == 0
     assert not circuit.graph.graph["solved"]
     assert circuit.graph.graph["loss_full"] > 0.15
+
+
+def test_layered_importances_equal_full_forward_ablations() -> None:
+    """Starting a node's ablation at its own layer skips only work that the node cannot
+    change: the importances equal plain full-forward ablations (random 2-layer model)."""
+    from sparsecircuits.circuits.prune import _importances, _Pruner, node_ids
+    from sparsecircuits.data.tasks import eval_set
+
+    cfg = ModelConfig(d_model=16, n_layers=2, n_heads=2, d_head=8, d_mlp=32, n_ctx=64,
+                      init_std=0.4, kernel_backend="dense")  # large weights: large effects
+    model = SparseGPT(cfg, seed=1)
+    config = PruneConfig(importance_examples=3, per_position=True)
+    pruner, nodes = _Pruner(model, config), node_ids(model)
+    generator = torch.Generator().manual_seed(2)
+    keep = (torch.rand(len(nodes), generator=generator) < 0.6).float()
+    logits = torch.randn(1, len(nodes), generator=generator)
+    baseline = pruner.baseline("quote")
+    got = _importances(pruner, ["quote"], [keep], logits, [baseline], nodes)[0]
+    assert len(got) == int(keep.sum())
+    batch = eval_set("quote", cfg.n_ctx, 3)
+    with torch.no_grad():
+        reference = float(pruner.losses([(batch, keep, baseline)]))
+        for node, value in got.items():
+            without = keep.clone()
+            without[nodes.index(node)] = 0.0
+            full = float(pruner.losses([(batch, without, baseline)])) - reference
+            assert value == pytest.approx(full, rel=1e-4, abs=1e-6), node
+    assert max(abs(v) for n, v in got.items() if n.startswith("blocks.1")) > 0.01

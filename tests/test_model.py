@@ -108,3 +108,39 @@ def test_init_depends_on_seed_only():
     c = SparseGPT(CFG, seed=2)
     torch.testing.assert_close(a.W_E, b.W_E)
     assert not torch.equal(a.W_E, c.W_E)
+
+
+@pytest.mark.parametrize("options", [{}, {"attn_sink": True, "bigram": True}, {"n_layers": 1}])
+def test_last_only_forward_equals_the_full_forward_at_the_last_position(options):
+    cfg = ModelConfig(**{**CFG.__dict__, **options})
+    model = SparseGPT(cfg, seed=3)
+    if cfg.attn_sink:
+        torch.nn.init.normal_(model.blocks[-1].attn.sink)
+    x = tokens()
+    full = model(x)
+    last = model(x, last_only=True)
+    assert last.shape == (3, 1, cfg.vocab_size)
+    torch.testing.assert_close(last[:, 0], full[:, -1], atol=1e-5, rtol=1e-5)
+    # With a pattern hook (the explicit path) and a hook on a final-block site.
+    final = f"blocks.{cfg.n_layers - 1}"
+    double = [(f"{final}.mlp.hook_post", lambda a, hook: 2 * a),
+              (f"{final}.attn.hook_pattern", lambda a, hook: a)]
+    torch.testing.assert_close(model.run_with_hooks(x, double, last_only=True)[:, 0],
+                               model.run_with_hooks(x, double)[:, -1], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("last_only", [False, True])
+def test_a_forward_started_from_a_cached_residual_stream_ends_the_same(last_only):
+    model = SparseGPT(CFG, seed=4)
+    x = tokens()
+    full, cache = model.run_with_cache(x)
+    starts = {1: cache["blocks.1.hook_resid_pre"], 2: cache["blocks.1.hook_resid_post"]}
+    seen: list[str] = []
+    for layer, resid in starts.items():
+        out = model.run_with_hooks(
+            x, [("blocks.0.hook_resid_pre", lambda a, hook: seen.append(hook.name))],
+            start=(layer, resid), last_only=last_only,
+        )
+        assert not seen  # earlier blocks do not run
+        expected = full[:, -1:] if last_only else full
+        torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)

@@ -93,11 +93,15 @@ def masked_hook(keep: Tensor, replacement: Tensor) -> HookFn:
     what makes a learned mask differentiable).
 
     ``keep`` is ``[groups, channel]``; ``replacement`` broadcasts against
-    ``[groups, rows, position, channel]``."""
+    ``[groups, rows, position, channel]``. Where the hook sees fewer positions than a
+    per-position replacement holds (a ``last_only`` forward), they are the last ones."""
 
     def fn(x: Tensor, hook: HookPoint) -> Tensor:
         grouped = x.reshape(keep.shape[0], -1, *x.shape[1:])
-        return torch.lerp(replacement.expand_as(grouped), grouped, keep[:, None, None, :]
+        value = replacement
+        if value.dim() >= 2 and value.shape[-2] > grouped.shape[-2]:
+            value = value[..., -grouped.shape[-2]:, :]
+        return torch.lerp(value.expand_as(grouped), grouped, keep[:, None, None, :]
                           ).reshape(x.shape)
 
     return fn
@@ -190,7 +194,7 @@ def evaluate(model: SparseGPT, task: str, n: int = 256) -> tuple[float, float]:
     """Contrast loss and accuracy of ``model`` (with whatever hooks are attached) on the first
     ``n`` prompts of the task's fixed evaluation set."""
     batch = eval_set(task, model.cfg.n_ctx, n)
-    last = model(batch.tokens)[:, -1]
+    last = model(batch.tokens, last_only=True)[:, -1]
     return (float(contrast_loss(last, batch.correct, batch.wrong).mean()),
             float(contrast_accuracy(last, batch.correct, batch.wrong)))
 

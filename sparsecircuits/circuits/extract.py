@@ -35,6 +35,7 @@ from sparsecircuits.checkpoint import (
     read_run_config,
 )
 from sparsecircuits.circuits.graph import weight_graph
+from sparsecircuits.circuits.graphml import graphml_text
 from sparsecircuits.circuits.prune import Circuit, PruneConfig, find_circuits
 from sparsecircuits.config import ConfigError
 from sparsecircuits.data.tasks import TASKS
@@ -49,13 +50,8 @@ def _stem(task: str, seed: int) -> str:
 
 def _write_graph(graph: nx.DiGraph, folder: Path, stem: str, graphml: bool = True) -> None:
     """``<stem>.graphml`` (if ``graphml``) then ``<stem>.json``, each atomically."""
-    plain = nx.DiGraph()
-    plain.graph.update((k, v) for k, v in graph.graph.items() if v is not None)
-    plain.add_nodes_from((n, {k: v for k, v in d.items() if v is not None})
-                         for n, d in graph.nodes(data=True))
-    plain.add_edges_from(graph.edges(data=True))
     if graphml:
-        atomic_write_text(folder / f"{stem}.graphml", "\n".join(nx.generate_graphml(plain)))
+        atomic_write_text(folder / f"{stem}.graphml", graphml_text(graph))
     data = nx.node_link_data(graph, edges="edges")
     atomic_write_text(folder / f"{stem}.json", json.dumps(data))
 
@@ -89,8 +85,8 @@ def extract_run(
     that checkpoint's mask logits (of the same seed), any other starts cold: logits older than
     one checkpoint were measured to mislead more than help. ``threads`` defaults to the run's
     ``run.threads``. Done work is skipped. The whole weight graph is written as GraphML only
-    with ``weight_graph_graphml`` (networkx writes it at about 3 s per tiny checkpoint, more
-    than the training between two checkpoints; the JSON holds the same graph)."""
+    with ``weight_graph_graphml`` (about 10 MB and 0.1 s per tiny checkpoint with
+    :func:`~sparsecircuits.circuits.graphml.graphml_text`; the JSON holds the same graph)."""
     run_dir = Path(run_dir)
     run_config = read_run_config(run_dir)
     threads = threads or run_config.run.threads

@@ -145,7 +145,9 @@ def split_node(node: str) -> tuple[str, int]:
     return site, int(index)
 
 
-def _layer(site: str, cfg: ModelConfig) -> int:
+def site_layer(site: str, cfg: ModelConfig) -> int:
+    """The block a site belongs to: -1 for tokens and positions, ``n_layers`` after the
+    blocks (``ln_final``, logits)."""
     if site.startswith("blocks."):
         return int(site.split(".")[1])
     return -1 if site in ("tokens", "positions") else cfg.n_layers
@@ -175,7 +177,7 @@ def weight_graph(model_or_checkpoint: SparseGPT | str | Path) -> nx.DiGraph:
         d_mlp=cfg.d_mlp, vocab_size=cfg.vocab_size, n_ctx=cfg.n_ctx,
     )
     for site, width in site_widths(cfg).items():
-        layer, has_head = _layer(site, cfg), site.endswith(("hook_q", "hook_k", "hook_v"))
+        layer, has_head = site_layer(site, cfg), site.endswith(("hook_q", "hook_k", "hook_v"))
         graph.add_nodes_from(
             (f"{site}:{c}", {"layer": layer, "site": site, "index": c,
                              "head": c // cfg.d_head if has_head else None})

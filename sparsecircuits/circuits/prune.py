@@ -41,8 +41,9 @@ from sparsecircuits.circuits.ablate import (
     masked_hook,
     mean_activations,
 )
-from sparsecircuits.circuits.graph import channel_sites
+from sparsecircuits.circuits.graph import channel_sites, site_layer, split_node
 from sparsecircuits.data.tasks import TaskBatch, contrast_loss, eval_set, train_batch
+from sparsecircuits.hooks import HookFn, HookPoint
 from sparsecircuits.model import Linear, SparseGPT
 
 
@@ -156,30 +157,56 @@ class _Pruner:
         means = mean_activations(self.model, reference, per_position=c.per_position)
         return torch.cat([means[site] for site in self.sites], dim=-1)
 
-    def losses(self, groups: list[tuple[TaskBatch, Tensor, Tensor]]) -> Tensor:
+    def losses(self, groups: list[tuple[TaskBatch, Tensor, Tensor]],
+               start: tuple[int, list[Tensor]] | None = None) -> Tensor:
         """Mean contrast loss of every ``(batch, keep [nodes], baseline)`` group, in chunks
-        of at most ``max_rows`` rows (all in one pass when gradients are needed)."""
+        of at most ``max_rows`` rows (all in one pass when gradients are needed). ``start``
+        (a layer and one residual stream per group) skips the blocks before that layer."""
         per_chunk = max(1, self.config.max_rows // len(groups[0][0].tokens))
         if torch.is_grad_enabled():
             per_chunk = len(groups)
-        return torch.cat([self._losses(groups[i:i + per_chunk])
-                          for i in range(0, len(groups), per_chunk)])
+        return torch.cat([
+            self._losses(groups[i:i + per_chunk],
+                         None if start is None else (start[0], start[1][i:i + per_chunk]))
+            for i in range(0, len(groups), per_chunk)
+        ])
 
-    def _losses(self, groups: list[tuple[TaskBatch, Tensor, Tensor]]) -> Tensor:
-        batches, keeps, baselines = zip(*groups, strict=True)
-        keep = torch.stack(keeps)
-        baseline = torch.stack(baselines)
-        baseline = baseline.reshape(len(groups), 1, -1, baseline.shape[-1])
-        hooks = [
+    def _hooks(self, keep: Tensor, baseline: Tensor) -> list[tuple[str, HookFn]]:
+        """Masked hooks for groups with ``keep [groups, nodes]`` and stacked baselines."""
+        baseline = baseline.reshape(len(keep), 1, -1, baseline.shape[-1])
+        return [
             (site, masked_hook(k, b))
             for site, k, b in zip(self.sites, keep.split(self.widths, -1),
                                   baseline.split(self.widths, -1), strict=True)
         ]
+
+    def _losses(self, groups: list[tuple[TaskBatch, Tensor, Tensor]],
+                start: tuple[int, list[Tensor]] | None) -> Tensor:
+        batches, keeps, baselines = zip(*groups, strict=True)
+        hooks = self._hooks(torch.stack(keeps), torch.stack(baselines))
         tokens = torch.cat([b.tokens for b in batches])
-        last = self.model.run_with_hooks(tokens, hooks)[:, -1]
+        begin = None if start is None else (start[0], torch.cat(start[1]))
+        last = self.model.run_with_hooks(tokens, hooks, last_only=True, start=begin)[:, -1]
         correct = torch.cat([b.correct for b in batches])
         wrong = torch.cat([b.wrong for b in batches])
         return contrast_loss(last, correct, wrong).reshape(len(groups), -1).mean(1)
+
+    @torch.no_grad()
+    def residuals(self, batch: TaskBatch, keep: Tensor,
+                  baseline: Tensor) -> tuple[float, dict[int, Tensor]]:
+        """The loss of one masked model, and the residual stream entering each layer after
+        the first (``n_layers``: entering ``ln_final``) on that pass."""
+        n = self.model.cfg.n_layers
+        entering = {f"blocks.{i}.hook_resid_pre": i for i in range(1, n)}
+        entering[f"blocks.{n - 1}.hook_resid_post"] = n
+        resid: dict[int, Tensor] = {}
+
+        def record(x: Tensor, hook: HookPoint) -> None:
+            resid[entering[hook.name]] = x
+
+        hooks = [*self._hooks(keep[None], baseline[None]), (list(entering), record)]
+        last = self.model.run_with_hooks(batch.tokens, hooks, last_only=True)[:, -1]
+        return float(contrast_loss(last, batch.correct, batch.wrong).mean()), resid
 
     def train_logits(self, tasks: list[str], start: Tensor, steps: int, seed: int,
                      baselines: list[Tensor]) -> Tensor:
@@ -304,28 +331,31 @@ def find_circuits(
 @torch.no_grad()
 def _importances(pruner: _Pruner, tasks: list[str], keeps: list[Tensor], logits: Tensor,
                  baselines: list[Tensor], nodes: list[str]) -> list[dict[str, float]]:
-    """Loss increase, on ``importance_examples`` prompts, when one node leaves its circuit."""
-    c = pruner.config
-    groups, owners = [], []
+    """Loss increase, on ``importance_examples`` prompts, when one node leaves its circuit.
+
+    Removing a node changes nothing before its layer, so the ablations of nodes in layer
+    ``l`` start from the circuit's residual stream entering ``l`` (computed once per task)."""
+    c, cfg = pruner.config, pruner.model.cfg
+    layers = [min(site_layer(split_node(node)[0], cfg), cfg.n_layers) for node in nodes]
+    out: list[dict[str, float]] = [{} for _ in tasks]
     for t, (task, keep, baseline) in enumerate(zip(tasks, keeps, baselines, strict=True)):
-        batch = eval_set(task, pruner.model.cfg.n_ctx, c.importance_examples)
-        groups.append((batch, keep, baseline))
-        owners.append((t, None))
+        batch = eval_set(task, cfg.n_ctx, c.importance_examples)
+        reference, resid = pruner.residuals(batch, keep, baseline)
         members = keep.nonzero().flatten()
         ranked = members[logits[t, members].argsort(descending=True, stable=True)]
+        by_layer: dict[int, list[int]] = {}
         for j in ranked[: c.max_importance_nodes].tolist():
-            without = keep.clone()
-            without[j] = 0.0
-            groups.append((batch, without, baseline))
-            owners.append((t, j))
-    losses = pruner.losses(groups).tolist()
-    out: list[dict[str, float]] = [{} for _ in tasks]
-    reference: dict[int, float] = {}
-    for (t, j), loss in zip(owners, losses, strict=True):
-        if j is None:
-            reference[t] = loss
-        else:
-            out[t][nodes[j]] = loss - reference[t]
+            by_layer.setdefault(layers[j], []).append(j)
+        for layer, members_here in sorted(by_layer.items()):
+            groups = []
+            for j in members_here:
+                without = keep.clone()
+                without[j] = 0.0
+                groups.append((batch, without, baseline))
+            start = None if layer == 0 else (layer, [resid[layer]] * len(groups))
+            losses = pruner.losses(groups, start).tolist()
+            for j, loss in zip(members_here, losses, strict=True):
+                out[t][nodes[j]] = loss - reference
     return out
 
 
