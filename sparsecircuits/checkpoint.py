@@ -123,6 +123,8 @@ def save_checkpoint(
 
     ``state`` (optimizer and sparsifier tensors) is kept only in the newest checkpoint; older
     checkpoints lose theirs once this one is in place."""
+    weights = {k: v.detach().cpu() for k, v in weights.items()}  # a GPU run saves CPU tensors
+    masks = {k: v.cpu() for k, v in masks.items()}
     root = run_dir / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{step:08d}"
@@ -131,7 +133,8 @@ def save_checkpoint(
     partial.mkdir()
     save_file(compact(weights, masks), str(partial / MODEL_FILE))
     if state is not None:
-        save_file({k: v.detach().contiguous() for k, v in state.items()}, str(partial / STATE_FILE))
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()},
+                  str(partial / STATE_FILE))
     files = {
         p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
         for p in sorted(partial.iterdir())
@@ -242,7 +245,9 @@ def restore_optimizer(
     for key, value in state.items():
         if key.startswith("optimizer/"):
             name, field = key[len("optimizer/"):].rsplit("/", 1)
-            optimizer.state[named[name]][field] = value.clone()
+            param = named[name]
+            optimizer.state[param][field] = value.to(param.device if value.dim() else "cpu",
+                                                     copy=True)
 
 
 def read_run_config(run_dir: Path) -> Config:

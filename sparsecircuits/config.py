@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import re
 import tomllib
 import types
 import typing
@@ -152,6 +153,8 @@ class RunConfig:
     threads: int = 0
     """torch threads; 0 keeps torch's default."""
     device: str = "cpu"
+    """Where the model trains: ``cpu`` or ``cuda`` (``cuda:N``). Batches are drawn on the CPU,
+    checkpoints hold CPU tensors, circuits are extracted on the CPU."""
 
 
 @dataclass
@@ -358,3 +361,5 @@ def validate(config: Config) -> None:
     _require(r.log_every >= 1, "run.log_every", "must be at least 1")
     _require(r.save_every >= 0, "run.save_every", "must be at least 0")
     _require(r.threads >= 0, "run.threads", "must be at least 0")
+    _require(re.fullmatch(r"cpu|cuda(:\d+)?", r.device) is not None, "run.device",
+             f"must be 'cpu', 'cuda' or 'cuda:N', got {r.device!r}")

@@ -152,4 +152,6 @@ class Sparsifier:
             kind, name = key.split("/", 1)
             if name not in self.params:
                 raise KeyError(f"sparsifier state names unknown tensor {name!r}")
-            (self.masks if kind == "mask" else self.ever)[name] = value.bool().clone()
+            device = self.params[name].device
+            (self.masks if kind == "mask" else self.ever)[name] = value.to(device, torch.bool,
+                                                                           copy=True)

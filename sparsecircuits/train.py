@@ -139,16 +139,18 @@ def batch_loss(model: SparseGPT, config: Config, sources: Sources, slot: Slot) -
     n_docs = sum(len(w) for w in windows)
     if d.lm_rows:
         windows.append(lm_windows(sources.corpus.train, d.lm_rows, ctx, generator))
+    device = model.W_E.device  # batches are drawn on the CPU (same rows on every device)
     task_tokens = torch.cat([t.tokens for t in tasks]) if tasks else torch.zeros(0, ctx).long()
-    window_tokens = torch.cat(windows) if windows else torch.zeros(0, ctx + 1).long()
-    logits = model(torch.cat([task_tokens, window_tokens[:, :-1]]))
+    window_tokens = (torch.cat(windows) if windows else torch.zeros(0, ctx + 1).long()).to(device)
+    logits = model(torch.cat([task_tokens.to(device), window_tokens[:, :-1]]))
     n_tasks = len(task_tokens)
-    task_loss = F.cross_entropy(logits[:n_tasks, -1], torch.cat([t.correct for t in tasks]),
-                                reduction="none") if tasks else torch.zeros(0)
+    task_loss = F.cross_entropy(logits[:n_tasks, -1],
+                                torch.cat([t.correct for t in tasks]).to(device),
+                                reduction="none") if tasks else torch.zeros(0, device=device)
     window_loss = F.cross_entropy(logits[n_tasks:].transpose(1, 2), window_tokens[:, 1:],
                                   reduction="none").mean(dim=1)
     source_loss = torch.cat([task_loss, window_loss[:n_docs]]).mean()
-    lm_loss = window_loss[n_docs:].mean() if d.lm_rows else torch.zeros(())
+    lm_loss = window_loss[n_docs:].mean() if d.lm_rows else torch.zeros((), device=device)
     return {"loss": source_loss + lm_loss, "source_loss": source_loss, "lm_loss": lm_loss}
 
 
@@ -158,16 +160,17 @@ def evaluate_all(model: SparseGPT, config: Config, sources: Sources) -> dict[str
     language-modelling loss, on their fixed sets."""
     was_training = model.training
     model.eval()
-    ctx = config.model.n_ctx
+    ctx, device = config.model.n_ctx, model.W_E.device
     results: dict[str, dict[str, float]] = {}
     for name in sources.tasks:
         fixed = eval_set(TASKS[name], ctx, config.data.eval_examples)
-        last = model(fixed.tokens, last_only=True)[:, -1]
+        last = model(fixed.tokens.to(device), last_only=True)[:, -1].cpu()
         results[name] = {
             "loss": float(contrast_loss(last, fixed.correct, fixed.wrong).mean()),
             "accuracy": float(contrast_accuracy(last, fixed.correct, fixed.wrong)),
         }
     for name, windows in {**sources.documents, "corpus": sources.heldout}.items():
+        windows = windows.to(device)
         logits = model(windows[:, :-1])
         results[name] = {"loss": float(F.cross_entropy(logits.transpose(1, 2), windows[:, 1:]))}
     model.train(was_training)
@@ -176,6 +179,14 @@ def evaluate_all(model: SparseGPT, config: Config, sources: Sources) -> dict[str
 
 # --------------------------------------------------------------------------------------------
 # The run
+
+
+def run_device(config: Config) -> torch.device:
+    """The device ``run.device`` names, or a ConfigError if this machine lacks it."""
+    device = torch.device(config.run.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"run.device: {config.run.device!r} asked for, but torch sees no GPU")
+    return device
 
 
 class Trainer:
@@ -190,7 +201,7 @@ class Trainer:
         if config.run.threads:
             torch.set_num_threads(config.run.threads)
         self.sources = load_sources(config)
-        self.model = SparseGPT(config.model, seed=config.run.seed)
+        self.model = SparseGPT(config.model, seed=config.run.seed).to(run_device(config))
         self.named = dict(self.model.named_parameters())
         o = config.optimizer
         decay = [p for n, p in self.named.items() if p.dim() == 2 and n != "bigram"]

@@ -49,6 +49,7 @@ def test_json_file(tmp_path):
         ("sparsity.anneal_shape=\"cubic\"", "sparsity.anneal_shape"),
         ("optimizer.decay=\"cosine\"", "optimizer.decay"),
         ("model.act_sparsity_sites=[\"mlp.hook_nope\"]", "model.act_sparsity_sites[0]"),
+        ("run.device=\"gpu\"", "run.device: must be 'cpu', 'cuda' or 'cuda:N'"),
         ("modle.d_model=3", "modle: unknown section"),
         ("d_model=3", "expected section.field=value"),
     ],

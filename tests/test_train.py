@@ -143,3 +143,11 @@ def test_document_sources_and_a_mixed_warmup(tmp_path, micro_config):
     assert [m["source"] for m in metrics[:4]] == ["mixed"] * 4
     # Training on a document lowers its loss: the doc:0 block ends below where it started.
     assert evals[2]["evals"]["doc:0"]["loss"] < evals[1]["evals"]["doc:0"]["loss"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU refusal")
+def test_a_gpu_run_without_a_gpu_is_refused_before_writing(tmp_path, micro_config):
+    config = micro_config('run.device="cuda"')
+    with pytest.raises(ConfigError, match=r"run\.device"):
+        train(config, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
