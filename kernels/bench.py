@@ -19,7 +19,7 @@ after every section.
 On a CPU the same comparisons run at CPU sizes (T = 4096, fp32; "ours" is the torch twin): the
 ops and mask update at 1024→4096, 1024→1024, 512→2048, and the layer at the pilot model's
 shapes up to d 1024 and densities up to 100 %. ``--write-table`` turns the layer timings into
-``cpu_table.py``, the table the dispatcher reads. A few minutes on 2 idle cores.
+``cpu_float32_table.py``, the table the dispatcher reads. A few minutes on 2 idle cores.
 
 Prints ratio tables (dense time ÷ each time: above 1 is faster than dense) and writes JSON
 with the device name and the versions.
@@ -487,12 +487,12 @@ def table_rows(layers: list[dict]) -> list[tuple[int, int, float, float, float]]
 
 
 def write_table(layers: list[dict], setup: Setup) -> Path:
-    """Write the layer timings as ``<device>_table.py`` for the dispatcher."""
-    path = TABLE_DIR / f"{setup.device.type}_table.py"
+    """Write the layer timings as ``<device>_<dtype>_table.py`` for the dispatcher."""
+    path = TABLE_DIR / f"{setup.device.type}_{_dtype_name(setup.dtype)}_table.py"
     rows = "".join(f"    {row},\n" for row in table_rows(layers))
     path.write_text(
-        f'"""{setup.device.type.upper()} timings for ``dispatch.py``, written by\n'
-        "``python -m sparsecircuits.kernels.bench --write-table``.\n\n"
+        f'"""{setup.device.type.upper()} {_dtype_name(setup.dtype)} timings for ``dispatch.py``, '
+        "written by\n``python -m sparsecircuits.kernels.bench --write-table``.\n\n"
         f"Layer forward+backward, T = {setup.tokens}, {setup.dtype}, "
         f"torch threads: {torch.get_num_threads()}, {_device_name(setup.device)}.\n"
         f'Rows: (in_features, out_features, density, dense ms, {setup.ours} ms).\n"""\n\n'
@@ -510,14 +510,22 @@ def main() -> None:
     parser.add_argument("--write-table", action="store_true",
                         help="rewrite the dispatcher's table for this device type")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--dtype", choices=["bfloat16", "float32"],
+                        help="activations and weights (default: bfloat16 on CUDA, float32 on CPU)")
+    parser.add_argument("--layers-only", action="store_true",
+                        help="only the layer timings (and the dispatcher check): for a table")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     setup = GPU if torch.cuda.is_available() else CPU
+    if args.dtype:
+        setup = dataclasses.replace(setup, dtype=getattr(torch, args.dtype))
     if setup is CPU:
         print(f"No CUDA device: timing the CPU paths (T={setup.tokens}, fp32, ours = torch twin).")
     torch.manual_seed(0)
-    out = args.out or Path("benchmarks/results") / f"kernels_{setup.device.type}.json"
+    default_dtype = (GPU if setup.device.type == "cuda" else CPU).dtype
+    suffix = "" if setup.dtype == default_dtype else f"_{_dtype_name(setup.dtype)}"
+    out = args.out or Path("benchmarks/results") / f"kernels_{setup.device.type}{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     report: dict = {
@@ -540,11 +548,12 @@ def main() -> None:
 
     section("correctness", check_correctness(setup))
     print(f"correctness: all_ok={report['correctness']['all_ok']}")
-    if setup.ours == "triton":
+    if setup.ours == "triton" and not args.layers_only:
         section("spmm_tiles", sweep_spmm_tiles(setup, stopwatch))
         print(f"spmm tile: {report['spmm_tiles']['chosen']}")
-    ops, masks = [], []
-    for k, n in setup.shapes:
+    ops: list[dict] = []
+    masks: list[dict] = []
+    for k, n in [] if args.layers_only else setup.shapes:
         ops += [bench_ops(setup, stopwatch, k, n, d) for d in setup.densities]
         masks += [bench_mask(setup, stopwatch, k, n, d) for d in setup.densities]
         section("ops", ops)
@@ -556,16 +565,16 @@ def main() -> None:
     # The dispatcher on this run's own table, at shapes and densities it has not measured.
     from . import dispatch
 
-    dispatch.TABLES[setup.device.type] = (setup.ours, table_rows(layers))
+    key = (setup.device.type, _dtype_name(setup.dtype))
+    dispatch.TABLES[key] = (setup.ours, table_rows(layers))
     dispatch.forget_decisions()
     section("auto_off_grid", [
         bench_layer(setup, stopwatch, k, n, d, backends=("ours", "auto")) for k, n, d in OFF_GRID
     ])
-    if setup.device.type == "cuda":
+    if setup.device.type == "cuda" and not args.layers_only:
         section("profile", profile_anchor(setup))
         for name, table in report["profile"].items():
             print(f"\n== profile: {name}\n{table}")
-        print(f"spmm tile: {report['spmm_tiles']['chosen']}")
 
     print("\n== ops (dense ÷ time; correctness: relative error of ours vs fp32 dense)")
     for op in ("fwd", "dx", "dw_mask"):
@@ -582,6 +591,10 @@ def main() -> None:
     print(f"wrote {out} ({report['seconds']} s)")
     if args.write_table:
         print(f"wrote {write_table(layers, setup)}")
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def _device_name(device: torch.device) -> str:

@@ -1,14 +1,18 @@
-"""Choose a ``sparse_linear`` backend per device, shape and density, from measured timings.
+"""Choose a ``sparse_linear`` backend per device, dtype, shape and density, from timings.
 
-Each device type has a table written by ``python -m sparsecircuits.kernels.bench --write-table``
-on that device: the time of a layer's forward+backward (dense weight gradient) on the dense
-backend and on the device's sparse backend (``"torch"`` on a CPU, ``"triton"`` on CUDA), for a
-grid of shapes and densities. A weight takes the sparse backend only where it took at most
-``SPARSE_MARGIN`` of the dense time at the nearest measured point (distance in log in-features,
-log out-features and log density): between grid points the guess can be wrong, and a wrong
-guess for sparse costs more than one for dense. A device without a table, or with an empty one,
-takes ``"dense"``. Decisions are cached per (device, shape, nonzeros); call
-``forget_decisions()`` after changing ``TABLES``.
+Each device type and weight dtype has a table (``<device>_<dtype>_table.py``) written by
+``python -m sparsecircuits.kernels.bench --write-table [--dtype ...]`` on that device: the time
+of a layer's forward+backward (dense weight gradient) on the dense backend and on the device's
+sparse backend (``"torch"`` on a CPU, ``"triton"`` on CUDA), for a grid of shapes and
+densities. The dtype matters: on an H100 a bf16 dense product runs on tensor cores and beats
+the sparse kernels, while an fp32 one (what the trainer computes) does not.
+
+A weight takes the sparse backend only where it took at most ``SPARSE_MARGIN`` of the dense
+time at the nearest measured point (distance in log in-features, log out-features and log
+density): between grid points the guess can be wrong, and a wrong guess for sparse costs more
+than one for dense. A device and dtype without a table, or with an empty one, take ``"dense"``.
+Decisions are cached per (device, dtype, shape, nonzeros); call ``forget_decisions()`` after
+changing ``TABLES``.
 """
 
 from __future__ import annotations
@@ -19,17 +23,17 @@ from typing import Literal
 
 from torch import Tensor
 
-from .cpu_table import TIMINGS_MS as CPU_TIMINGS_MS
-from .cuda_table import TIMINGS_MS as CUDA_TIMINGS_MS
+from . import cpu_float32_table, cuda_bfloat16_table, cuda_float32_table
 
 Timings = list[tuple[int, int, float, float, float]]
 """Rows ``(in_features, out_features, density, dense ms, sparse ms)``."""
 
-TABLES: dict[str, tuple[Literal["torch", "triton"], Timings]] = {
-    "cpu": ("torch", CPU_TIMINGS_MS),
-    "cuda": ("triton", CUDA_TIMINGS_MS),
+TABLES: dict[tuple[str, str], tuple[Literal["torch", "triton"], Timings]] = {
+    ("cpu", "float32"): ("torch", cpu_float32_table.TIMINGS_MS),
+    ("cuda", "bfloat16"): ("triton", cuda_bfloat16_table.TIMINGS_MS),
+    ("cuda", "float32"): ("triton", cuda_float32_table.TIMINGS_MS),
 }
-"""Per device type: its sparse backend and its measured table."""
+"""Per (device type, dtype name): the sparse backend and its measured table."""
 
 _MIN_DENSITY = 1e-4  # an all-zero weight is looked up as this density
 SPARSE_MARGIN = 0.9
@@ -41,15 +45,16 @@ def choose_backend(weight: Tensor, nnz: int | None = None) -> Literal["torch", "
     ``nnz`` (e.g. the top-k budget) gives the density without counting; otherwise the nonzeros
     are counted (a host synchronisation on CUDA).
     """
-    if weight.dim() != 2 or weight.numel() == 0 or not TABLES.get(weight.device.type, ("", []))[1]:
+    key = (weight.device.type, str(weight.dtype).removeprefix("torch."))
+    if weight.dim() != 2 or weight.numel() == 0 or not TABLES.get(key, ("", []))[1]:
         return "dense"
     nonzero = int(weight.count_nonzero()) if nnz is None else nnz
-    return _choose(weight.device.type, weight.shape[1], weight.shape[0], nonzero)
+    return _choose(key, weight.shape[1], weight.shape[0], nonzero)
 
 
 @lru_cache(maxsize=4096)
-def _choose(device: str, in_features: int, out_features: int, nonzero: int) -> str:
-    sparse, timings = TABLES[device]
+def _choose(key: tuple[str, str], in_features: int, out_features: int, nonzero: int) -> str:
+    sparse, timings = TABLES[key]
     density = max(nonzero / (in_features * out_features), _MIN_DENSITY)
     return sparse if sparse_is_faster(timings, in_features, out_features, density) else "dense"
 

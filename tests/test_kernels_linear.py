@@ -266,9 +266,9 @@ def test_triton_kernels_stay_inside_their_buffers(pattern):
 # Dispatch and optional triton.
 
 
-@pytest.mark.parametrize("device", sorted(TABLES))
-def test_dispatch_follows_the_measured_table(device):
-    _, timings = TABLES[device]
+@pytest.mark.parametrize("key", sorted(TABLES))
+def test_dispatch_follows_the_measured_table(key):
+    _, timings = TABLES[key]
     for in_f, out_f, density, dense_ms, sparse_ms in timings:
         assert sparse_is_faster(timings, in_f, out_f, density) == (
             sparse_ms <= SPARSE_MARGIN * dense_ms
@@ -276,7 +276,7 @@ def test_dispatch_follows_the_measured_table(device):
 
 
 def test_dispatch_reads_the_density_from_nnz_without_counting():
-    _, timings = TABLES["cpu"]
+    _, timings = TABLES[("cpu", "float32")]
     in_f, out_f, density, _, _ = next(row for row in timings if row[4] < SPARSE_MARGIN * row[3])
     weight = torch.ones(out_f, in_f)  # no zeros: only nnz says how sparse it is
     assert choose_backend(weight, nnz=round(density * weight.numel())) == "torch"
