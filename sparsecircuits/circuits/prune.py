@@ -99,6 +99,19 @@ class Circuit:
     logits: Tensor | None
 
 
+@dataclass
+class CircuitPass:
+    """What one masked forward pass of a circuit keeps for its single-node ablations: the
+    loss, the residual stream entering each layer after the first (``n_layers``: entering
+    ``ln_final``), the masked values at the MLP sites, and the mask and baseline used."""
+
+    loss: float
+    resid: dict[int, Tensor]
+    values: dict[str, Tensor]
+    keep: Tensor
+    baseline: Tensor
+
+
 class _Heaviside(torch.autograd.Function):
     """1 where x > 0, else 0; backward: the sigmoid's derivative."""
 
@@ -192,21 +205,58 @@ class _Pruner:
         return contrast_loss(last, correct, wrong).reshape(len(groups), -1).mean(1)
 
     @torch.no_grad()
-    def residuals(self, batch: TaskBatch, keep: Tensor,
-                  baseline: Tensor) -> tuple[float, dict[int, Tensor]]:
-        """The loss of one masked model, and the residual stream entering each layer after
-        the first (``n_layers``: entering ``ln_final``) on that pass."""
+    def circuit_pass(self, batch: TaskBatch, keep: Tensor, baseline: Tensor) -> CircuitPass:
+        """One masked forward pass, keeping what single-node ablations can start from."""
         n = self.model.cfg.n_layers
         entering = {f"blocks.{i}.hook_resid_pre": i for i in range(1, n)}
         entering[f"blocks.{n - 1}.hook_resid_post"] = n
+        writes = [f"blocks.{i}.{site}" for i in range(n) for site in ("mlp.hook_post",
+                                                                      "hook_mlp_out")]
         resid: dict[int, Tensor] = {}
+        values: dict[str, Tensor] = {}
 
         def record(x: Tensor, hook: HookPoint) -> None:
-            resid[entering[hook.name]] = x
+            if hook.name in entering:
+                resid[entering[hook.name]] = x
+            else:
+                values[hook.name] = x  # after masking: a circuit node's own value
 
-        hooks = [*self._hooks(keep[None], baseline[None]), (list(entering), record)]
+        hooks = [*self._hooks(keep[None], baseline[None]), ([*entering, *writes], record)]
         last = self.model.run_with_hooks(batch.tokens, hooks, last_only=True)[:, -1]
-        return float(contrast_loss(last, batch.correct, batch.wrong).mean()), resid
+        loss = float(contrast_loss(last, batch.correct, batch.wrong).mean())
+        return CircuitPass(loss, resid, values, keep, baseline)
+
+    def ablation_start(self, node: str, run: CircuitPass) -> tuple[int, Tensor | None]:
+        """Where the forward pass of ``run``'s circuit without ``node`` can start: the layer
+        and the residual stream entering it (None: from the tokens).
+
+        A node changes nothing before its layer. An MLP neuron or MLP output channel changes
+        the rest of its block linearly, by a known amount on the residual stream, so its
+        ablation starts at the next layer (unless the MLP output is activation-sparse)."""
+        cfg = self.model.cfg
+        site, index = split_node(node)
+        layer = min(site_layer(site, cfg), cfg.n_layers)
+        block = f"blocks.{layer}"
+        if site not in (f"{block}.mlp.hook_post", f"{block}.hook_mlp_out") or (
+            self.model.blocks[layer].hook_mlp_out.keep
+        ):
+            return layer, run.resid.get(layer)
+        value = run.values[site][..., index]
+        replacement = self._site_baseline(run.baseline, site)[..., index]
+        change = (replacement[-value.shape[-1]:] if replacement.dim() else replacement) - value
+        if site.endswith("hook_mlp_out"):
+            direction = torch.zeros(cfg.d_model)
+            direction[index] = 1.0
+        else:  # through fc_out, into the MLP output channels the circuit keeps
+            kept = self._site_keep(run.keep, f"{block}.hook_mlp_out")
+            direction = self.model.blocks[layer].mlp.fc_out.W[:, index] * kept
+        return layer + 1, run.resid[layer + 1] + change[..., None] * direction
+
+    def _site_keep(self, keep: Tensor, site: str) -> Tensor:
+        return keep.split(self.widths, -1)[self.sites.index(site)]
+
+    def _site_baseline(self, baseline: Tensor, site: str) -> Tensor:
+        return baseline.split(self.widths, -1)[self.sites.index(site)]
 
     def train_logits(self, tasks: list[str], start: Tensor, steps: int, seed: int,
                      baselines: list[Tensor]) -> Tensor:
@@ -333,29 +383,29 @@ def _importances(pruner: _Pruner, tasks: list[str], keeps: list[Tensor], logits:
                  baselines: list[Tensor], nodes: list[str]) -> list[dict[str, float]]:
     """Loss increase, on ``importance_examples`` prompts, when one node leaves its circuit.
 
-    Removing a node changes nothing before its layer, so the ablations of nodes in layer
-    ``l`` start from the circuit's residual stream entering ``l`` (computed once per task)."""
+    Each ablation starts where the node can first change anything
+    (:meth:`_Pruner.ablation_start`), from one masked pass of the circuit per task."""
     c, cfg = pruner.config, pruner.model.cfg
-    layers = [min(site_layer(split_node(node)[0], cfg), cfg.n_layers) for node in nodes]
     out: list[dict[str, float]] = [{} for _ in tasks]
     for t, (task, keep, baseline) in enumerate(zip(tasks, keeps, baselines, strict=True)):
         batch = eval_set(task, cfg.n_ctx, c.importance_examples)
-        reference, resid = pruner.residuals(batch, keep, baseline)
+        run = pruner.circuit_pass(batch, keep, baseline)
         members = keep.nonzero().flatten()
         ranked = members[logits[t, members].argsort(descending=True, stable=True)]
-        by_layer: dict[int, list[int]] = {}
+        by_layer: dict[int, list[tuple[int, Tensor | None]]] = {}
         for j in ranked[: c.max_importance_nodes].tolist():
-            by_layer.setdefault(layers[j], []).append(j)
-        for layer, members_here in sorted(by_layer.items()):
+            layer, resid = pruner.ablation_start(nodes[j], run)
+            by_layer.setdefault(layer, []).append((j, resid))
+        for layer, starts in sorted(by_layer.items()):
             groups = []
-            for j in members_here:
+            for j, _ in starts:
                 without = keep.clone()
                 without[j] = 0.0
                 groups.append((batch, without, baseline))
-            start = None if layer == 0 else (layer, [resid[layer]] * len(groups))
-            losses = pruner.losses(groups, start).tolist()
-            for j, loss in zip(members_here, losses, strict=True):
-                out[t][nodes[j]] = loss - reference
+            begin = None if layer == 0 else (layer, [resid for _, resid in starts])
+            losses = pruner.losses(groups, begin).tolist()
+            for (j, _), loss in zip(starts, losses, strict=True):
+                out[t][nodes[j]] = loss - run.loss
     return out
 
 
