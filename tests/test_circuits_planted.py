@@ -291,3 +291,24 @@ def test_layered_importances_equal_full_forward_ablations() -> None:
             full = float(pruner.losses([(batch, without, baseline)])) - reference
             assert value == pytest.approx(full, rel=1e-4, abs=1e-6), node
     assert max(abs(v) for n, v in got.items() if n.startswith("blocks.1")) > 0.01
+
+
+@pytest.mark.parametrize("tolerance", [0.0, 0.02, 0.1])
+def test_bisection_finds_the_smallest_size_to_within_its_tolerance(tolerance: float) -> None:
+    """A fake loss that meets the target from 537 kept nodes on: the bisection returns 537
+    exactly without tolerance, and never more than the tolerance above it."""
+    from sparsecircuits.circuits.prune import _Pruner
+
+    class Threshold(_Pruner):
+        def losses(self, groups, start=None):
+            return torch.tensor([0.1 if float(keep.sum()) >= 537 else 1.0
+                                 for _, keep, _ in groups])
+
+    pruner = Threshold(planted_model(), PruneConfig(target_loss=0.15, size_tolerance=tolerance))
+    logits = torch.randn(2, 2000, generator=torch.Generator().manual_seed(0))
+    keeps, losses = pruner.smallest([None, None], logits, [None, None])
+    for keep in keeps:
+        size = int(keep.sum())
+        assert 537 <= size <= 537 + max(1, tolerance * size)
+        assert size == 537 or tolerance > 0
+    assert losses == pytest.approx([0.1, 0.1])

@@ -13,8 +13,9 @@ hyper-parameters (:class:`PruneConfig`) so that every checkpoint is pruned the s
    batched pass, each task a group of rows with its own masks. The logits start from the
    previous checkpoint's (``warm``) or from N(0.1, 0.01²) (cold, with more steps).
 3. The nodes are sorted by logit and a bisection on their number finds the smallest top-k
-   whose contrast loss on the task's fixed evaluation prompts is at most ``target_loss``. A
-   task the whole model misses is returned *unsolved*, with no circuit.
+   whose contrast loss on the task's fixed evaluation prompts is at most ``target_loss`` (to
+   within ``size_tolerance``). A task the whole model misses is returned *unsolved*, with no
+   circuit.
 4. Each circuit node's importance is the loss increase when that node alone is removed from
    the circuit. Faithfulness: the loss with only the circuit kept (sufficiency), with the
    circuit ablated and the rest kept (necessity), and with a random node set of the same size
@@ -76,6 +77,10 @@ class PruneConfig:
     per_position: bool = False
     max_rows: int = 512
     """Rows per forward pass when many masks are evaluated at once."""
+    size_tolerance: float = 0.02
+    """The bisection stops once its bracket spans at most this fraction of the upper end (and
+    at least one node): the circuit found is at most that much larger than the smallest top-k
+    meeting the target, well inside the seed-to-seed spread of circuit sizes."""
 
     def describe_reference(self) -> str:
         """The ablation baseline in words, as stored with every circuit."""
@@ -288,7 +293,8 @@ class _Pruner:
         hi_loss = [math.nan] * n_tasks
         guess = [int(k) for k in (logits > 0).sum(1).clamp(min=1).tolist()]
         while True:
-            trying = [t for t in range(n_tasks) if hi[t] - lo[t] > 1]
+            slack = [max(1, math.floor(self.config.size_tolerance * h)) for h in hi]
+            trying = [t for t in range(n_tasks) if hi[t] - lo[t] > slack[t]]
             if not trying:
                 break
             ks = {t: guess[t] if lo[t] < guess[t] < hi[t] else _midpoint(lo[t], hi[t])
