@@ -54,8 +54,9 @@ def _spmm_kernel(
     stride_bt_feature, stride_bt_token, stride_out_token, stride_out_row,
     BLOCK_ROWS: tl.constexpr, BLOCK_TOKENS: tl.constexpr,
 ):
-    # A program walks a group of row blocks over one slice of tokens: every nonzero of the
-    # group gathers from that slice, so the later gathers of a column can hit the L1 cache.
+    # A program walks a group of row blocks over one slice of tokens, so repeated gathers of a
+    # column could hit the L1 cache. On an H100 they did not (benchmarks/results/
+    # kernels_cuda.md): the tuned tile walks one block per program.
     tokens = tl.program_id(1) * BLOCK_TOKENS + tl.arange(0, BLOCK_TOKENS)
     token_ok = tokens < n_tokens
     first_block = tl.program_id(0) * row_blocks_per_program
