@@ -112,13 +112,15 @@ class HookedModule(nn.Module):
             return self(tokens, **kwargs)
 
     def run_with_cache(
-        self, tokens: Tensor, names_filter: NameFilter = None, *, detach: bool = True
+        self, tokens: Tensor, names_filter: NameFilter = None, *, detach: bool = True,
+        **kwargs: Any,
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Logits and a dict of the activations at every hook point ``names_filter`` selects."""
+        """Logits and a dict of the activations at every hook point ``names_filter`` selects
+        (``kwargs`` go to ``forward``)."""
         cache: dict[str, Tensor] = {}
 
         def save(x: Tensor, hook: HookPoint) -> None:
             cache[hook.name] = x.detach() if detach else x
 
-        logits = self.run_with_hooks(tokens, [(self.hook_names(names_filter), save)])
+        logits = self.run_with_hooks(tokens, [(self.hook_names(names_filter), save)], **kwargs)
         return logits, cache

@@ -152,11 +152,18 @@ class Block(nn.Module):
         self.hook_mlp_out = HookPoint(_keep(cfg, "hook_mlp_out", d))
         self.hook_resid_post = HookPoint()
 
-    def forward(self, x: Tensor, last_only: bool = False) -> Tensor:
-        """The block at every position, or (``last_only``) its output at the last one."""
-        x = self.hook_resid_pre(x)
-        attn_out = self.hook_attn_out(self.attn(self.ln1(x), last_only))
-        x = self.hook_resid_mid((x[:, -1:] if last_only else x) + attn_out)
+    def forward(self, x: Tensor, last_only: bool = False, resume: str | None = None) -> Tensor:
+        """The block at every position, or (``last_only``) its output at the last one.
+
+        ``resume="pre"`` or ``"mid"``: ``x`` is the residual stream just after
+        ``hook_resid_pre`` or ``hook_resid_mid``; that hook does not run again."""
+        if resume != "mid":
+            if resume is None:
+                x = self.hook_resid_pre(x)
+            attn_out = self.hook_attn_out(self.attn(self.ln1(x), last_only))
+            x = self.hook_resid_mid((x[:, -1:] if last_only else x) + attn_out)
+        elif last_only:
+            x = x[:, -1:]
         return self.hook_resid_post(x + self.hook_mlp_out(self.mlp(self.ln2(x))))
 
 
@@ -185,34 +192,48 @@ class SparseGPT(HookedModule):
         self.setup_hooks()
 
     def forward(
-        self, tokens: Tensor, *, last_only: bool = False, start: tuple[int, Tensor] | None = None
+        self, tokens: Tensor, *, last_only: bool = False, start: tuple[str, Tensor] | None = None
     ) -> Tensor:
         """Logits ``[batch, pos, vocab]`` of ``tokens [batch, pos]``.
 
         ``last_only``: ``[batch, 1, vocab]`` at the last position, computed without the final
         block's work at the other positions (its queries and everything after attention; hooks
-        there see one position). ``start=(layer, resid)``: begin at block ``layer`` (or at
-        ``ln_final`` when ``layer`` is ``n_layers``) with ``resid [batch, pos, d_model]`` as the
-        residual stream, the value ``blocks.{layer}.hook_resid_pre`` had; the embeddings and
-        the earlier blocks, with their hooks, are skipped.
+        there see one position). ``start=(hook, resid)``: continue from the residual stream
+        ``resid [batch, pos, d_model]`` just after ``hook``, one of
+        :meth:`residual_starts`; everything up to that hook, the hook included, is skipped.
         """
         if tokens.shape[-1] > self.cfg.n_ctx:
             raise ValueError(f"{tokens.shape[-1]} tokens exceed the context of {self.cfg.n_ctx}")
+        first, resume = 0, None
         if start is None:
-            first = 0
             x = self.hook_embed(self.W_E[tokens])
             x = x + self.hook_pos_embed(self.W_pos[: tokens.shape[-1]].expand_as(x))
         else:
-            first, x = start
+            name, x = start
+            first, resume = self.residual_starts().get(name, (-1, None))
+            if first < 0:
+                raise ValueError(f"cannot start at {name!r}: one of {list(self.residual_starts())}")
         last = len(self.blocks) - 1
         for i in range(first, len(self.blocks)):
-            x = self.blocks[i](x, last_only and i == last)
+            x = self.blocks[i](x, last_only and i == last, resume if i == first else None)
         if last_only and first > last:
             x = x[:, -1:]
         logits = self.unembed(self.ln_final(x))
         if self.bigram is not None:
             logits = logits + self.bigram[tokens[:, -1:] if last_only else tokens]
         return logits
+
+    def residual_starts(self) -> dict[str, tuple[int, str | None]]:
+        """The residual hooks a forward pass can start after: ``blocks.{i}.hook_resid_pre``,
+        ``blocks.{i}.hook_resid_mid`` and the last block's ``hook_resid_post``, each with the
+        block it continues in and how (``n_layers``: straight to ``ln_final``)."""
+        n = len(self.blocks)
+        starts: dict[str, tuple[int, str | None]] = {}
+        for i in range(n):
+            starts[f"blocks.{i}.hook_resid_pre"] = (i, "pre")
+            starts[f"blocks.{i}.hook_resid_mid"] = (i, "mid")
+        starts[f"blocks.{n - 1}.hook_resid_post"] = (n, None)
+        return starts
 
     def sparse_parameters(self) -> dict[str, str]:
         """Every weight-sparse tensor by name, with its kind: ``matrix`` or ``embed`` (the

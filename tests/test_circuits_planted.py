@@ -265,14 +265,17 @@ def test_unsolved_task_has_no_circuit(planted_task: str) -> None:
     assert circuit.graph.graph["loss_full"] > 0.15
 
 
-def test_layered_importances_equal_full_forward_ablations() -> None:
-    """Starting a node's ablation at its own layer skips only work that the node cannot
-    change: the importances equal plain full-forward ablations (random 2-layer model)."""
+@pytest.mark.parametrize("act_sparsity", [0.0, 0.3])
+def test_layered_importances_equal_full_forward_ablations(act_sparsity: float) -> None:
+    """Starting a node's ablation where it can first change anything skips only work that
+    the node cannot change: the importances equal plain full-forward ablations (random
+    2-layer model; with activation sparsity at every site the MLP-neuron shortcut is off)."""
     from sparsecircuits.circuits.prune import _importances, _Pruner, node_ids
     from sparsecircuits.data.tasks import eval_set
 
     cfg = ModelConfig(d_model=16, n_layers=2, n_heads=2, d_head=8, d_mlp=32, n_ctx=64,
-                      init_std=0.4, kernel_backend="dense")  # large weights: large effects
+                      init_std=0.4, act_sparsity=act_sparsity,
+                      kernel_backend="dense")  # large weights: large effects
     model = SparseGPT(cfg, seed=1)
     config = PruneConfig(importance_examples=3, per_position=True)
     pruner, nodes = _Pruner(model, config), node_ids(model)

@@ -134,13 +134,18 @@ def test_a_forward_started_from_a_cached_residual_stream_ends_the_same(last_only
     model = SparseGPT(CFG, seed=4)
     x = tokens()
     full, cache = model.run_with_cache(x)
-    starts = {1: cache["blocks.1.hook_resid_pre"], 2: cache["blocks.1.hook_resid_post"]}
+    _, cache_last = model.run_with_cache(x, last_only=True)  # the final block at one position
     seen: list[str] = []
-    for layer, resid in starts.items():
+    for name in model.residual_starts():
+        resid = (cache_last if last_only else cache)[name]
+        seen.clear()
         out = model.run_with_hooks(
-            x, [("blocks.0.hook_resid_pre", lambda a, hook: seen.append(hook.name))],
-            start=(layer, resid), last_only=last_only,
+            x, [(lambda n: "resid" in n, lambda a, hook: seen.append(hook.name))],
+            start=(name, resid), last_only=last_only,
         )
-        assert not seen  # earlier blocks do not run
+        order = model.hook_names(lambda n: "resid" in n)
+        assert seen == order[order.index(name) + 1:], name  # only the hooks after the start
         expected = full[:, -1:] if last_only else full
         torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="cannot start"):
+        model(x, start=("blocks.0.mlp.hook_post", full))

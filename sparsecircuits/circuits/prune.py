@@ -107,11 +107,10 @@ class Circuit:
 @dataclass
 class CircuitPass:
     """What one masked forward pass of a circuit keeps for its single-node ablations: the
-    loss, the residual stream entering each layer after the first (``n_layers``: entering
-    ``ln_final``), the masked values at the MLP sites, and the mask and baseline used."""
+    loss, the values at the residual hooks a pass can start from and at the residual writes
+    and MLP neurons (after masking), and the mask and baseline used."""
 
     loss: float
-    resid: dict[int, Tensor]
     values: dict[str, Tensor]
     keep: Tensor
     baseline: Tensor
@@ -176,10 +175,10 @@ class _Pruner:
         return torch.cat([means[site] for site in self.sites], dim=-1)
 
     def losses(self, groups: list[tuple[TaskBatch, Tensor, Tensor]],
-               start: tuple[int, list[Tensor]] | None = None) -> Tensor:
+               start: tuple[str, list[Tensor]] | None = None) -> Tensor:
         """Mean contrast loss of every ``(batch, keep [nodes], baseline)`` group, in chunks
         of at most ``max_rows`` rows (all in one pass when gradients are needed). ``start``
-        (a layer and one residual stream per group) skips the blocks before that layer."""
+        (a residual hook and one residual stream per group) skips the model up to that hook."""
         per_chunk = max(1, self.config.max_rows // len(groups[0][0].tokens))
         if torch.is_grad_enabled():
             per_chunk = len(groups)
@@ -199,7 +198,7 @@ class _Pruner:
         ]
 
     def _losses(self, groups: list[tuple[TaskBatch, Tensor, Tensor]],
-                start: tuple[int, list[Tensor]] | None) -> Tensor:
+                start: tuple[str, list[Tensor]] | None) -> Tensor:
         batches, keeps, baselines = zip(*groups, strict=True)
         hooks = self._hooks(torch.stack(keeps), torch.stack(baselines))
         tokens = torch.cat([b.tokens for b in batches])
@@ -213,49 +212,72 @@ class _Pruner:
     def circuit_pass(self, batch: TaskBatch, keep: Tensor, baseline: Tensor) -> CircuitPass:
         """One masked forward pass, keeping what single-node ablations can start from."""
         n = self.model.cfg.n_layers
-        entering = {f"blocks.{i}.hook_resid_pre": i for i in range(1, n)}
-        entering[f"blocks.{n - 1}.hook_resid_post"] = n
-        writes = [f"blocks.{i}.{site}" for i in range(n) for site in ("mlp.hook_post",
-                                                                      "hook_mlp_out")]
-        resid: dict[int, Tensor] = {}
+        starts = list(self.model.residual_starts())
+        writes = [f"blocks.{i}.{site}" for i in range(n)
+                  for site in ("hook_attn_out", "mlp.hook_post", "hook_mlp_out")]
         values: dict[str, Tensor] = {}
 
         def record(x: Tensor, hook: HookPoint) -> None:
-            if hook.name in entering:
-                resid[entering[hook.name]] = x
-            else:
-                values[hook.name] = x  # after masking: a circuit node's own value
+            values[hook.name] = x  # after masking: a circuit node's own value
 
-        hooks = [*self._hooks(keep[None], baseline[None]), ([*entering, *writes], record)]
+        hooks = [*self._hooks(keep[None], baseline[None]), ([*starts, *writes], record)]
         last = self.model.run_with_hooks(batch.tokens, hooks, last_only=True)[:, -1]
         loss = float(contrast_loss(last, batch.correct, batch.wrong).mean())
-        return CircuitPass(loss, resid, values, keep, baseline)
+        return CircuitPass(loss, values, keep, baseline)
 
-    def ablation_start(self, node: str, run: CircuitPass) -> tuple[int, Tensor | None]:
-        """Where the forward pass of ``run``'s circuit without ``node`` can start: the layer
-        and the residual stream entering it (None: from the tokens).
+    def ablation_start(self, node: str, run: CircuitPass) -> tuple[str, Tensor] | None:
+        """Where the forward pass of ``run``'s circuit without ``node`` can start: a residual
+        hook and the stream there (None: from the tokens).
 
-        A node changes nothing before its layer. An MLP neuron or MLP output channel changes
-        the rest of its block linearly, by a known amount on the residual stream, so its
-        ablation starts at the next layer (unless the MLP output is activation-sparse)."""
+        Nothing before a node changes. A residual write (attention or MLP output channel) or
+        an MLP neuron changes the stream linearly, by a known amount, up to the next
+        nonlinearity, so its ablation starts after it with that change added: at the middle
+        of the block for attention output, at the next block for the MLP (unless the MLP
+        output is activation-sparse, for a neuron). A read into the MLP starts at the middle
+        of its block."""
         cfg = self.model.cfg
         site, index = split_node(node)
-        layer = min(site_layer(site, cfg), cfg.n_layers)
-        block = f"blocks.{layer}"
-        if site not in (f"{block}.mlp.hook_post", f"{block}.hook_mlp_out") or (
-            self.model.blocks[layer].hook_mlp_out.keep
-        ):
-            return layer, run.resid.get(layer)
+        layer = site_layer(site, cfg)
+        if layer >= cfg.n_layers:  # ln_final
+            return self._start(run, cfg.n_layers - 1, "post")
+        block = self.model.blocks[layer]
+        prefix = f"blocks.{layer}"
+        if site == f"{prefix}.ln2.hook_normalized":
+            return self._start(run, layer, "mid")
+        if site == f"{prefix}.hook_attn_out":
+            return self._start(run, layer, "mid", site, index, self._unit(index))
+        if site == f"{prefix}.hook_mlp_out":
+            return self._start(run, layer, "post", site, index, self._unit(index))
+        if site == f"{prefix}.mlp.hook_post" and not block.hook_mlp_out.keep:
+            kept = self._site_keep(run.keep, f"{prefix}.hook_mlp_out")
+            return self._start(run, layer, "post", site, index, block.mlp.fc_out.W[:, index] * kept)
+        return None if layer == 0 else self._start(run, layer, "pre")
+
+    def _start(self, run: CircuitPass, layer: int, where: str, site: str | None = None,
+               index: int = 0, direction: Tensor | None = None) -> tuple[str, Tensor]:
+        """Block ``layer``'s residual hook ``where`` (``pre``, ``mid``, or ``post``: entering
+        the next block or ``ln_final``) and the circuit's stream there, moved by replacing
+        ``site:index`` with its baseline along ``direction`` when a site is given."""
+        n = self.model.cfg.n_layers
+        if where != "post":
+            name = f"blocks.{layer}.hook_resid_{where}"
+        elif layer + 1 < n:
+            name = f"blocks.{layer + 1}.hook_resid_pre"
+        else:
+            name = f"blocks.{n - 1}.hook_resid_post"
+        resid = run.values[name]
+        if site is None or direction is None:
+            return name, resid
         value = run.values[site][..., index]
         replacement = self._site_baseline(run.baseline, site)[..., index]
-        change = (replacement[-value.shape[-1]:] if replacement.dim() else replacement) - value
-        if site.endswith("hook_mlp_out"):
-            direction = torch.zeros(cfg.d_model)
-            direction[index] = 1.0
-        else:  # through fc_out, into the MLP output channels the circuit keeps
-            kept = self._site_keep(run.keep, f"{block}.hook_mlp_out")
-            direction = self.model.blocks[layer].mlp.fc_out.W[:, index] * kept
-        return layer + 1, run.resid[layer + 1] + change[..., None] * direction
+        if replacement.dim():  # per position: the positions this pass computed are the last
+            replacement = replacement[-value.shape[-1]:]
+        return name, resid + (replacement - value)[..., None] * direction
+
+    def _unit(self, index: int) -> Tensor:
+        unit = torch.zeros(self.model.cfg.d_model)
+        unit[index] = 1.0
+        return unit
 
     def _site_keep(self, keep: Tensor, site: str) -> Tensor:
         return keep.split(self.widths, -1)[self.sites.index(site)]
@@ -398,19 +420,20 @@ def _importances(pruner: _Pruner, tasks: list[str], keeps: list[Tensor], logits:
         run = pruner.circuit_pass(batch, keep, baseline)
         members = keep.nonzero().flatten()
         ranked = members[logits[t, members].argsort(descending=True, stable=True)]
-        by_layer: dict[int, list[tuple[int, Tensor | None]]] = {}
+        by_start: dict[str | None, list[tuple[int, Tensor | None]]] = {}
         for j in ranked[: c.max_importance_nodes].tolist():
-            layer, resid = pruner.ablation_start(nodes[j], run)
-            by_layer.setdefault(layer, []).append((j, resid))
-        for layer, starts in sorted(by_layer.items()):
+            start = pruner.ablation_start(nodes[j], run)
+            name, resid = (None, None) if start is None else start
+            by_start.setdefault(name, []).append((j, resid))
+        for name, members_here in by_start.items():
             groups = []
-            for j, _ in starts:
+            for j, _ in members_here:
                 without = keep.clone()
                 without[j] = 0.0
                 groups.append((batch, without, baseline))
-            begin = None if layer == 0 else (layer, [resid for _, resid in starts])
+            begin = None if name is None else (name, [resid for _, resid in members_here])
             losses = pruner.losses(groups, begin).tolist()
-            for (j, _), loss in zip(starts, losses, strict=True):
+            for (j, _), loss in zip(members_here, losses, strict=True):
                 out[t][nodes[j]] = loss - run.loss
     return out
 
