@@ -4,8 +4,10 @@
 
 Both are timed in this process, with the same thread count: training by running one block of the
 run's schedule (``schedule.steps_per_block`` steps from its final weights, plus the evaluation at
-the block boundary), extraction by feeding the run's last checkpoints one at a time to
-``extract_run`` in a scratch copy of the run (the first one starts cold, the others warm).
+the block boundary), before and after the extraction so that a change in the machine's speed
+shows; extraction by feeding the run's last checkpoints one at a time to ``extract_run`` in a
+scratch copy of the run (the first one starts cold, the others warm). Prints the ratio of warm
+extraction to the mean training time (target: below 1).
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="*", default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    train_s, eval_s = training_block_seconds(args.run_dir)
+    before = training_block_seconds(args.run_dir)
     with tempfile.TemporaryDirectory() as scratch:
         copy = Path(scratch)
         shutil.copy(args.run_dir / "config.json", copy / "config.json")
@@ -68,14 +70,18 @@ def main() -> None:
                          "per_task": round(seconds / len(circuits), 2),
                          "per_solved_task": round(seconds / max(1, len(solved)), 2)})
             print(json.dumps(rows[-1]), flush=True)
+    after = training_block_seconds(args.run_dir)
     warm = rows[1:] or rows
     mean = sum(r["seconds"] for r in warm) / len(warm)
+    steps = read_run_config(args.run_dir).schedule.steps_per_block
+    training = [train_s + eval_s for train_s, eval_s in (before, after)]
     print(f"threads={args.threads}")
-    print(f"training between checkpoints: {train_s + eval_s:.1f} s "
-          f"({train_s:.1f} s for {read_run_config(args.run_dir).schedule.steps_per_block} steps "
-          f"+ {eval_s:.1f} s evaluation)")
+    for name, (train_s, eval_s) in (("before", before), ("after", after)):
+        print(f"training between checkpoints ({name}): {train_s + eval_s:.1f} s "
+              f"({train_s:.1f} s for {steps} steps + {eval_s:.1f} s evaluation)")
     print(f"extraction per checkpoint (warm, all tasks): {mean:.1f} s; first (cold): "
           f"{rows[0]['seconds']:.1f} s")
+    print(f"warm extraction / training: {mean / (sum(training) / 2):.2f}")
 
 
 if __name__ == "__main__":
