@@ -165,13 +165,25 @@ def test_unsupported_values_name_the_attribute(scope: str, value: Any, words: st
         graphml_text(graph)
 
 
-def test_unwritable_text_and_multigraphs_are_refused() -> None:
+def test_unwritable_text_is_refused() -> None:
     graph = nx.DiGraph()
     graph.add_node("a", site="bell\x07")
     with pytest.raises(ValueError, match="'site'"):
         graphml_text(graph)
-    with pytest.raises(TypeError, match="multigraph"):
-        graphml_text(nx.MultiDiGraph())
+
+
+def test_multigraph_edge_keys_come_back_as_keys() -> None:
+    graph = nx.MultiDiGraph(kind="timeline")
+    graph.add_edge("blocks.0.attn.hook_v:3", "blocks.0.hook_attn_out:7", key="blocks.0.attn.o.W",
+                   weight=0.5)
+    graph.add_edge("blocks.0.attn.hook_v:3", "blocks.0.hook_attn_out:7", key="residual",
+                   weight=1.0)
+    graph.add_edge("x", "y", key="<&>", weight=-2.0)
+    read = nx.read_graphml(io.BytesIO(graphml_text(graph).encode()), force_multigraph=True)
+    assert isinstance(read, nx.MultiDiGraph)
+    assert set(read.edges(keys=True)) == set(graph.edges(keys=True))
+    for u, v, key, attrs in graph.edges(keys=True, data=True):
+        _assert_attrs(read.edges[u, v, key], attrs, f"edge {key}")
 
 
 def test_floats_are_exact() -> None:

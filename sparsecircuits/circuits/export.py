@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 import networkx as nx
 import numpy as np
 
+from sparsecircuits.circuits.graphml import graphml_text
 from sparsecircuits.circuits.timeline import (
     CHURN,
     GROUPS,
@@ -257,7 +258,7 @@ def export_run(run_dir: str | Path, weight_graph_graphml: bool = False) -> Path:
                 folder = partial / "graphml" / f"{int(t.steps[k]):08d}"
                 folder.mkdir(parents=True, exist_ok=True)
                 path = folder / f"{name}.graphml"
-                nx.write_graphml(snapshot_graph(t, name, k), path, prettyprint=False)
+                path.write_text(graphml_text(snapshot_graph(t, name, k)))
         _write_csv(partial / "events.csv", EventRow._fields, t.events())
     _write_csv(partial / "metrics.csv", MetricRow._fields, metric_rows(analysis))
     _write_json(partial / "summary.json", analysis.summary(), indent=1)

@@ -33,11 +33,11 @@ _CR = {"\r": "&#13;"}
 
 
 def graphml_text(graph: nx.Graph) -> str:
-    """The GraphML document of ``graph`` (directed or not; not a multigraph), see module doc.
-    Raises TypeError naming the attribute whose values GraphML cannot store (anything but
-    bool, int, float, str and None) or that mixes kinds (str or bool with anything else)."""
-    if graph.is_multigraph():
-        raise TypeError("graphml_text: multigraphs are not supported")
+    """The GraphML document of ``graph`` (directed or not), see module doc; a multigraph's
+    edge keys become edge ids (``networkx.read_graphml(..., force_multigraph=True)`` reads
+    them back as keys). Raises TypeError naming the attribute whose values GraphML cannot
+    store (anything but bool, int, float, str and None) or that mixes kinds (str or bool with
+    anything else)."""
     strings: dict[str, str] = {}  # escaped text of every string value seen, for reuse
 
     def text(value: str, what: str) -> str:
@@ -59,7 +59,7 @@ def graphml_text(graph: nx.Graph) -> str:
     keys: list[str] = []
     scopes: dict[str, dict[str, tuple[str, Callable[[Any], str]]]] = {}
     for scope, rows in (("graph", [graph.graph]), ("node", (d for _, d in graph.nodes(data=True))),
-                        ("edge", (d for _, _, d in graph.edges(data=True)))):
+                        ("edge", (e[-1] for e in graph.edges(data=True)))):
         scopes[scope] = {}
         for name, kind in _attribute_kinds(scope, rows).items():
             key = f"d{len(keys)}"
@@ -84,12 +84,14 @@ def graphml_text(graph: nx.Graph) -> str:
             lines += [f"    <node id={node_id}>", *rows, "    </node>"]
         else:
             lines.append(f"    <node id={node_id}/>")
-    for u, v, attrs in graph.edges(data=True):
+    edges = (graph.edges(keys=True, data=True) if graph.is_multigraph()
+             else ((u, v, None, d) for u, v, d in graph.edges(data=True)))
+    for u, v, key, attrs in edges:
+        head = f"    <edge source={ids[u]} target={ids[v]}"
+        if key is not None:
+            head += f" id={_attr(str(key), 'an edge key')}"
         rows = data(attrs, "edge", "      ")
-        if rows:
-            lines += [f"    <edge source={ids[u]} target={ids[v]}>", *rows, "    </edge>"]
-        else:
-            lines.append(f"    <edge source={ids[u]} target={ids[v]}/>")
+        lines += [f"{head}>", *rows, "    </edge>"] if rows else [f"{head}/>"]
     lines += ["  </graph>", "</graphml>", ""]
     return "\n".join(lines)
 
