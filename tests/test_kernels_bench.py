@@ -1,0 +1,40 @@
+"""The kernel benchmark's own code runs end to end (at toy sizes on the CPU), so a GPU session
+does not spend its few minutes of device time on a broken script."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+
+import pytest
+from sparsecircuits.kernels import bench, dispatch
+
+pytestmark = pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
+
+
+@pytest.mark.parametrize("layers_only", [False, True])
+def test_bench_writes_every_section(tmp_path, monkeypatch, request, layers_only):
+    toy = dataclasses.replace(bench.CPU, tokens=128, shapes=((64, 96),), densities=(0.05,),
+                              layer_shapes=((64, 96), (96, 64)), layer_densities=(0.05, 1.0))
+    monkeypatch.setattr(bench, "CPU", toy)
+    monkeypatch.setattr(bench, "OFF_GRID", ((80, 80, 0.02),))
+    check = bench.check_correctness
+    monkeypatch.setattr(bench, "check_correctness", lambda setup: check(setup, 4, 40))
+    monkeypatch.setattr(dispatch, "TABLES", dict(dispatch.TABLES))  # the run replaces one
+    request.addfinalizer(dispatch.forget_decisions)  # ... and caches decisions from it
+    out = tmp_path / "bench.json"
+    argv = ["bench", "--out", str(out), "--threads", "1"] + (["--layers-only"] if layers_only
+                                                             else [])
+    monkeypatch.setattr(sys, "argv", argv)
+    bench.main()
+    report = json.loads(out.read_text())
+    assert report["correctness"]["all_ok"]
+    assert len(report["layer"]) == 4 and len(report["auto_off_grid"]) == 1
+    assert all(isinstance(v, float) for row in report["layer"] for v in row["ms"].values())
+    if layers_only:
+        assert "ops" not in report or report["ops"] == []
+    else:
+        fwd = report["ops"][0]
+        assert fwd["error"]["fwd"] < 1e-5 and isinstance(fwd["ms"]["dense"]["fwd"], float)
+        assert report["mask_update"][0]["torch_matches_topk"]
