@@ -8,6 +8,7 @@ import json
 import sys
 
 import pytest
+import torch
 from sparsecircuits.kernels import bench, dispatch
 
 pytestmark = pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
@@ -23,6 +24,8 @@ def test_bench_writes_every_section(tmp_path, monkeypatch, request, layers_only)
     monkeypatch.setattr(bench, "check_correctness", lambda setup: check(setup, 4, 40))
     monkeypatch.setattr(dispatch, "TABLES", dict(dispatch.TABLES))  # the run replaces one
     request.addfinalizer(dispatch.forget_decisions)  # ... and caches decisions from it
+    threads = torch.get_num_threads()
+    request.addfinalizer(lambda: torch.set_num_threads(threads))  # the run sets --threads 1
     out = tmp_path / "bench.json"
     argv = ["bench", "--out", str(out), "--threads", "1"] + (["--layers-only"] if layers_only
                                                              else [])
