@@ -319,3 +319,22 @@ def test_bisection_finds_the_smallest_size_to_within_its_tolerance(tolerance: fl
         assert size == smallest or tolerance > 0
     expected = [0.12, 0.13] if smallest == 2000 else [0.1, 0.1]
     assert losses == pytest.approx(expected)
+
+
+def test_a_task_circuit_does_not_depend_on_the_other_tasks(
+    planted_task: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Extracted alone, or beside another task that starts warm (fewer steps), the planted
+    task's circuit is the same: its own random stream and its own step count."""
+    twin = "planted_twin"
+    monkeypatch.setitem(task_registry.TASKS, twin, PLANTED_TASK)
+    model = planted_model()
+    graph = weight_graph(model)
+    alone = find_circuits(model, [planted_task], graph)[planted_task]
+    warm = {twin: alone.logits}
+    both = find_circuits(model, [twin, planted_task], graph, warm=warm)
+    assert set(both[planted_task].graph.nodes) == set(alone.graph.nodes)
+    for key in ("loss_circuit", "loss_ablated", "loss_random"):
+        assert both[planted_task].graph.graph[key] == pytest.approx(alone.graph.graph[key],
+                                                                    rel=1e-5)
+    torch.testing.assert_close(both[planted_task].logits, alone.logits)

@@ -9,9 +9,11 @@ hyper-parameters (:class:`PruneConfig`) so that every checkpoint is pruned the s
    otherwise (:mod:`~sparsecircuits.circuits.ablate`); the backward pass uses the derivative of
    the sigmoid instead of the Heaviside's.
 2. The logits are trained with Adam on the task's contrast loss plus ``penalty`` times the
-   number of kept nodes, on fresh training rows drawn from ``seed``. All tasks train in one
-   batched pass, each task a group of rows with its own masks. The logits start from the
-   previous checkpoint's (``warm``) or from N(0.1, 0.01²) (cold, with more steps).
+   number of kept nodes, on fresh training rows. The logits start from the previous
+   checkpoint's (``warm``, ``steps``) or from N(0.1, 0.01²) (cold, ``cold_steps``). Tasks
+   with the same number of steps train in one batched pass, each a group of rows with its own
+   masks; every task draws from its own random stream (of ``seed`` and its name), so a task's
+   circuit does not depend on which other tasks are extracted with it.
 3. The nodes are sorted by logit and a bisection on their number finds the smallest top-k
    whose contrast loss on the task's fixed evaluation prompts is at most ``target_loss`` (to
    within ``size_tolerance``). A task the whole model misses is returned *unsolved*, with no
@@ -29,6 +31,7 @@ or the held-out corpus (``"corpus"``); means are over positions and examples unl
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -285,17 +288,28 @@ class _Pruner:
     def _site_baseline(self, baseline: Tensor, site: str) -> Tensor:
         return baseline.split(self.widths, -1)[self.sites.index(site)]
 
-    def train_logits(self, tasks: list[str], start: Tensor, steps: int, seed: int,
-                     baselines: list[Tensor]) -> Tensor:
-        """Mask logits ``[tasks, nodes]`` after ``steps`` Adam steps from ``start``."""
+    def train_logits(self, tasks: list[str], start: Tensor, steps: list[int],
+                     generators: list[torch.Generator], baselines: list[Tensor]) -> Tensor:
+        """Mask logits ``[tasks, nodes]`` after ``steps[i]`` Adam steps of task ``i`` from
+        ``start``, its training rows drawn from ``generators[i]``."""
+        logits = start.clone()
+        for count in sorted(set(steps)):
+            group = [i for i, n in enumerate(steps) if n == count]
+            logits[group] = self._train_group([tasks[i] for i in group], start[group], count,
+                                              [generators[i] for i in group],
+                                              [baselines[i] for i in group])
+        return logits
+
+    def _train_group(self, tasks: list[str], start: Tensor, steps: int,
+                     generators: list[torch.Generator], baselines: list[Tensor]) -> Tensor:
         c = self.config
         logits = start.clone().requires_grad_(True)
         optimizer = torch.optim.Adam([logits], lr=c.lr)
-        generator = torch.Generator().manual_seed(seed)
         ctx = self.model.cfg.n_ctx
         for _ in range(steps):
             keep = _Heaviside.apply(logits)
-            batches = [train_batch(task, c.rows, ctx, generator) for task in tasks]
+            batches = [train_batch(task, c.rows, ctx, generator)
+                       for task, generator in zip(tasks, generators, strict=True)]
             loss = self.losses(list(zip(batches, keep, baselines, strict=True))).sum()
             optimizer.zero_grad()
             (loss + c.penalty * keep.sum()).backward()
@@ -354,10 +368,10 @@ def find_circuits(
     warm: dict[str, Tensor] | None = None,
     config: PruneConfig | None = None,
 ) -> dict[str, Circuit]:
-    """The circuit of every task (see module doc), extracted in one batched pass.
+    """The circuit of every task (see module doc), the tasks batched together.
 
-    ``warm`` maps tasks to the mask logits of the previous checkpoint; tasks without one start
-    cold (and then all tasks train for ``cold_steps``)."""
+    ``warm`` maps tasks to the mask logits of the previous checkpoint (``steps`` of training);
+    tasks without one start cold (``cold_steps``)."""
     config = config or PruneConfig()
     warm = warm or {}
     pruner = _Pruner(model, config)
@@ -378,20 +392,19 @@ def find_circuits(
         }
         if not solved:
             return circuits
-        generator = torch.Generator().manual_seed(seed)
+        generators = [_task_generator(seed, t) for t in solved]
         start = torch.stack([
-            warm[t].clone() if t in warm else 0.1 + 0.01 * torch.randn(len(nodes),
-                                                                        generator=generator)
-            for t in solved
+            warm[t].clone() if t in warm else 0.1 + 0.01 * torch.randn(len(nodes), generator=g)
+            for t, g in zip(solved, generators, strict=True)
         ])
-        steps = config.steps if all(t in warm for t in solved) else config.cold_steps
+        steps = [config.steps if t in warm else config.cold_steps for t in solved]
         solved_baselines = [baselines[t] for t in solved]
-        logits = pruner.train_logits(solved, start, steps, seed, solved_baselines)
+        logits = pruner.train_logits(solved, start, steps, generators, solved_baselines)
         keeps, circuit_losses = pruner.smallest([evals[t] for t in solved], logits,
                                                 solved_baselines, [loss_full[t] for t in solved])
         importances = _importances(pruner, solved, keeps, logits, solved_baselines, nodes)
         with torch.no_grad():
-            controls = [_random_like(keep, generator) for keep in keeps]
+            controls = [_random_like(keep, g) for keep, g in zip(keeps, generators, strict=True)]
             checks = pruner.losses(
                 [(evals[t], 1 - keep, baselines[t]) for t, keep in zip(solved, keeps, strict=True)]
                 + [(evals[t], r, baselines[t]) for t, r in zip(solved, controls, strict=True)]
@@ -437,6 +450,11 @@ def _importances(pruner: _Pruner, tasks: list[str], keeps: list[Tensor], logits:
             for (j, _), loss in zip(members_here, losses, strict=True):
                 out[t][nodes[j]] = loss - run.loss
     return out
+
+
+def _task_generator(seed: int, task: str) -> torch.Generator:
+    """The random stream of one task's extraction: a function of the seed and the task name."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(task.encode()))
 
 
 def _random_like(keep: Tensor, generator: torch.Generator) -> Tensor:
