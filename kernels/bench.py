@@ -36,12 +36,14 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from .csr import SLOT_FINDERS, compress
+from .dispatch import table_key
 from .linear import sparse_linear
 from .spmm import sddmm_torch, spmm_torch
 from .topk import topk_mask
@@ -144,9 +146,14 @@ class Stopwatch:
                 warnings.simplefilter("ignore")  # torch.sparse "beta" warnings
                 return time_ms(fn, self.setup.device)
         except Exception as error:  # record whatever a path refuses, keep going
-            return f"unsupported: {str(error).splitlines()[0][:120]}"
+            return f"unsupported: {_reason(error)}"
         finally:
             self.spent[name] = self.spent.get(name, 0.0) + time.perf_counter() - start
+
+
+def _reason(error: Exception) -> str:
+    """The first line of an error, short enough for a table cell."""
+    return str(error).splitlines()[0][:120] if str(error) else type(error).__name__
 
 
 def masked_weight(out_features: int, in_features: int, density: float, setup: Setup) -> Tensor:
@@ -314,6 +321,17 @@ def bench_ops(setup: Setup, stopwatch: Stopwatch, in_f: int, out_f: int, density
     return result
 
 
+FLOOR = 4  # per neuron, as the trainer's default sparsity.min_per_neuron
+
+
+def mask_update(weight: Tensor, k: int, backend: str) -> None:
+    """The per-step update: the top-k mask with the floors, then both compressed copies."""
+    masked = weight * topk_mask(weight, k, min_per_row=FLOOR, min_per_col=FLOOR, backend=backend)
+    capacity = k + FLOOR * sum(weight.shape)
+    compress(masked, capacity)
+    compress(masked.t(), capacity)
+
+
 def cuda_graph(fn: Callable[[], object]) -> Callable[[], object]:
     """``fn`` captured once as a CUDA graph (fails if ``fn`` synchronises with the host)."""
     stream = torch.cuda.Stream()
@@ -328,8 +346,8 @@ def cuda_graph(fn: Callable[[], object]) -> Callable[[], object]:
 
 
 def bench_mask(setup: Setup, stopwatch: Stopwatch, in_f: int, out_f: int, density: float) -> dict:
-    """Mask update: ``topk_mask`` against ``torch.topk``, with the floors of 4 per neuron and
-    the CSR/CSC build (the whole per-step update), eagerly and as a CUDA graph."""
+    """Mask update: ``topk_mask`` against ``torch.topk``, and the whole per-step update
+    (:func:`mask_update`), eagerly and as a CUDA graph."""
     weight = torch.randn(out_f, in_f, device=setup.device)
     k = round(density * weight.numel())
     by_topk = torch.zeros(weight.numel(), dtype=torch.bool, device=setup.device)
@@ -343,14 +361,9 @@ def bench_mask(setup: Setup, stopwatch: Stopwatch, in_f: int, out_f: int, densit
             mask = topk_mask(weight, k, backend=backend)
             result[f"{backend}_matches_topk"] = bool((mask.flatten() == by_topk).all())
         except Exception as error:
-            result[f"{backend}_matches_topk"] = f"failed: {str(error).splitlines()[0][:120]}"
+            result[f"{backend}_matches_topk"] = f"failed: {_reason(error)}"
 
-        def update(backend: str = backend) -> None:
-            mask = topk_mask(weight, k, min_per_row=4, min_per_col=4, backend=backend)
-            masked = weight * mask
-            compress(masked, k + 4 * (in_f + out_f))
-            compress(masked.t(), k + 4 * (in_f + out_f))
-
+        update = partial(mask_update, weight, k, backend)
         ms[f"topk_mask_{backend}"] = stopwatch(
             f"mask {backend}", lambda backend=backend: topk_mask(weight, k, backend=backend)
         )
@@ -359,7 +372,7 @@ def bench_mask(setup: Setup, stopwatch: Stopwatch, in_f: int, out_f: int, densit
             try:
                 replay = cuda_graph(update)
             except Exception as error:
-                ms[f"update_graph_{backend}"] = f"unsupported: {str(error).splitlines()[0][:120]}"
+                ms[f"update_graph_{backend}"] = f"unsupported: {_reason(error)}"
             else:
                 ms[f"update_graph_{backend}"] = stopwatch(f"mask {backend}", replay)
     masked = weight * by_topk.view_as(weight)
@@ -403,10 +416,6 @@ def profile_anchor(setup: Setup) -> dict:
     def layer() -> None:
         sparse_linear(x, weight, backend=setup.ours, nnz=nnz).backward(dy)
 
-    def update() -> None:
-        mask = topk_mask(raw, nnz, min_per_row=4, min_per_col=4, backend=setup.ours)
-        compress(raw * mask, nnz + 4 * (in_f + out_f))
-
     from .triton_spmm import feature_major_triton
 
     result: dict = {
@@ -416,11 +425,11 @@ def profile_anchor(setup: Setup) -> dict:
             "triton": time_ms(lambda: feature_major_triton(dy), setup.device),
         },
     }
-    for name, fn in (("layer", layer), ("mask_update", update)):
+    for name, fn in (("layer", layer), ("mask_update", partial(mask_update, raw, nnz, setup.ours))):
         try:
             result[name] = profile_table(fn)
         except Exception as error:
-            result[name] = f"failed: {str(error).splitlines()[0][:120]}"
+            result[name] = f"failed: {_reason(error)}"
     return result
 
 
@@ -488,10 +497,11 @@ def table_rows(layers: list[dict]) -> list[tuple[int, int, float, float, float]]
 
 def write_table(layers: list[dict], setup: Setup) -> Path:
     """Write the layer timings as ``<device>_<dtype>_table.py`` for the dispatcher."""
-    path = TABLE_DIR / f"{setup.device.type}_{_dtype_name(setup.dtype)}_table.py"
+    device, dtype = table_key(setup.device.type, setup.dtype)
+    path = TABLE_DIR / f"{device}_{dtype}_table.py"
     rows = "".join(f"    {row},\n" for row in table_rows(layers))
     path.write_text(
-        f'"""{setup.device.type.upper()} {_dtype_name(setup.dtype)} timings for ``dispatch.py``, '
+        f'"""{device.upper()} {dtype} timings for ``dispatch.py``, '
         "written by\n``python -m sparsecircuits.kernels.bench --write-table``.\n\n"
         f"Layer forward+backward, T = {setup.tokens}, {setup.dtype}, "
         f"torch threads: {torch.get_num_threads()}, {_device_name(setup.device)}.\n"
@@ -524,7 +534,8 @@ def main() -> None:
         print(f"No CUDA device: timing the CPU paths (T={setup.tokens}, fp32, ours = torch twin).")
     torch.manual_seed(0)
     default_dtype = (GPU if setup.device.type == "cuda" else CPU).dtype
-    suffix = "" if setup.dtype == default_dtype else f"_{_dtype_name(setup.dtype)}"
+    _, dtype_name = table_key(setup.device.type, setup.dtype)
+    suffix = "" if setup.dtype == default_dtype else f"_{dtype_name}"
     out = args.out or Path("benchmarks/results") / f"kernels_{setup.device.type}{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -565,8 +576,7 @@ def main() -> None:
     # The dispatcher on this run's own table, at shapes and densities it has not measured.
     from . import dispatch
 
-    key = (setup.device.type, _dtype_name(setup.dtype))
-    dispatch.TABLES[key] = (setup.ours, table_rows(layers))
+    dispatch.TABLES[table_key(setup.device.type, setup.dtype)] = (setup.ours, table_rows(layers))
     dispatch.forget_decisions()
     section("auto_off_grid", [
         bench_layer(setup, stopwatch, k, n, d, backends=("ours", "auto")) for k, n, d in OFF_GRID
@@ -591,10 +601,6 @@ def main() -> None:
     print(f"wrote {out} ({report['seconds']} s)")
     if args.write_table:
         print(f"wrote {write_table(layers, setup)}")
-
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
 
 
 def _device_name(device: torch.device) -> str:

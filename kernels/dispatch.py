@@ -21,6 +21,7 @@ import math
 from functools import lru_cache
 from typing import Literal
 
+import torch
 from torch import Tensor
 
 from . import cpu_float32_table, cuda_bfloat16_table, cuda_float32_table
@@ -39,13 +40,18 @@ _MIN_DENSITY = 1e-4  # an all-zero weight is looked up as this density
 SPARSE_MARGIN = 0.9
 
 
+def table_key(device_type: str, dtype: torch.dtype) -> tuple[str, str]:
+    """The ``TABLES`` key of a device type and dtype, e.g. ``("cuda", "float32")``."""
+    return device_type, str(dtype).removeprefix("torch.")
+
+
 def choose_backend(weight: Tensor, nnz: int | None = None) -> Literal["torch", "triton", "dense"]:
     """The backend ``sparse_linear(..., backend="auto")`` uses for ``weight`` (``[out, in]``).
 
     ``nnz`` (e.g. the top-k budget) gives the density without counting; otherwise the nonzeros
     are counted (a host synchronisation on CUDA).
     """
-    key = (weight.device.type, str(weight.dtype).removeprefix("torch."))
+    key = table_key(weight.device.type, weight.dtype)
     if weight.dim() != 2 or weight.numel() == 0 or not TABLES.get(key, ("", []))[1]:
         return "dense"
     nonzero = int(weight.count_nonzero()) if nnz is None else nnz

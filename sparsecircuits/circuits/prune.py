@@ -459,10 +459,7 @@ def _task_generator(seed: int, task: str) -> torch.Generator:
 
 def _random_like(keep: Tensor, generator: torch.Generator) -> Tensor:
     """A random keep vector with as many nodes as ``keep``."""
-    chosen = torch.randperm(len(keep), generator=generator)[: int(keep.sum())]
-    out = torch.zeros(len(keep))
-    out[chosen] = 1.0
-    return out
+    return _top(torch.randperm(len(keep), generator=generator), int(keep.sum()))
 
 
 def _circuit_graph(
