@@ -1,7 +1,7 @@
 """The command line: a thin face over the library.
 
     sparsecircuits train CONFIG_OR_PRESET [--set section.field=value ...] [--out DIR] [--resume]
-    sparsecircuits extract RUN_DIR [--tasks T ...] [--seeds N]
+    sparsecircuits extract RUN_DIR [--tasks T ...] [--seeds N] [--threads N]
     sparsecircuits timeline RUN_DIR [--control RUN_DIR]
     sparsecircuits demo [--out DIR]
 """
@@ -30,7 +30,7 @@ def _train(args: argparse.Namespace) -> None:
 def _extract(args: argparse.Namespace) -> None:
     from sparsecircuits.circuits.extract import extract_run
 
-    extract_run(Path(args.run_dir), tasks=args.tasks, seeds=args.seeds,
+    extract_run(Path(args.run_dir), tasks=args.tasks, seeds=args.seeds, threads=args.threads,
                 weight_graph_graphml=args.weight_graphml)
 
 
@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--tasks", nargs="+", help="tasks to extract (default: all evaluated)")
     extract.add_argument("--seeds", type=int, default=1,
                          help="extractions per task and checkpoint (>1 gives a noise floor)")
+    extract.add_argument("--threads", type=int, default=None,
+                         help="tasks extracted at once, one torch thread each "
+                              "(default: the run's run.threads)")
     extract.add_argument("--weight-graphml", action="store_true",
                          help="also write each checkpoint's whole weight graph as GraphML (slow)")
     extract.set_defaults(func=_extract)

@@ -26,6 +26,8 @@ Hook points (all ``[batch, position, channel]`` except the pattern), per block `
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -130,9 +132,19 @@ class MLP(nn.Module):
         self.fc_out = Linear(cfg.d_mlp, cfg.d_model, std / math.sqrt(2 * cfg.n_layers), backend)
         self.hook_pre = HookPoint()
         self.hook_post = HookPoint(_keep(cfg, "mlp.hook_post", cfg.d_mlp))
+        self.restricted: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
+        """Set within :func:`restricted_mlps`: the input matrix and bias of the computed
+        neurons, the output matrix's columns for them and the output bias with the held
+        neurons folded in."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc_out(self.hook_post(F.gelu(self.hook_pre(self.fc_in(x)))))
+        if self.restricted is None:
+            return self.fc_out(self.hook_post(F.gelu(self.hook_pre(self.fc_in(x)))))
+        w_in, b_in, w_out, b_out = self.restricted
+        post = self.hook_post(F.gelu(self.hook_pre(F.linear(x, w_in, b_in))))
+        if b_out.dim() == 2:  # per position; this pass may compute only the last positions
+            b_out = b_out[-x.shape[-2]:]
+        return F.linear(post, w_out) + b_out
 
 
 class Block(nn.Module):
@@ -246,3 +258,33 @@ class SparseGPT(HookedModule):
             is_matrix = param.dim() == 2 and name not in ("W_E", "W_pos", "unembed.W")
             kinds[name] = "matrix" if is_matrix else "embed"
         return kinds
+
+
+@contextmanager
+def restricted_mlps(model: SparseGPT, held: dict[int, tuple[Tensor, Tensor]]) -> Iterator[None]:
+    """Within: the MLP of each block ``i`` in ``held``, given ``(neurons, values)``, computes
+    only the neurons whose indices are in ``neurons`` and holds every other neuron at its entry
+    of ``values`` (``[d_mlp]``, or ``[position, d_mlp]`` per position), their contribution
+    folded into the output bias.
+
+    The same function as replacing those neurons by ``values`` at ``mlp.hook_post``, at the
+    cost of the computed neurons alone: exact ablation of most of an MLP, cheaply. The MLP's
+    hooks see only the computed neurons, in the order of ``neurons``. Not for an
+    activation-sparse MLP (its top-k needs every neuron): that raises ``ValueError``."""
+    mlps = {i: model.blocks[i].mlp for i in held}
+    for i, mlp in mlps.items():
+        if mlp.hook_post.keep:
+            raise ValueError(f"blocks.{i}.mlp is activation-sparse: it cannot be restricted")
+    with torch.no_grad():
+        for i, (neurons, values) in held.items():
+            fc_in, fc_out = mlps[i].fc_in, mlps[i].fc_out
+            others = torch.ones(fc_out.W.shape[1], dtype=torch.bool, device=fc_out.W.device)
+            others[neurons] = False
+            folded = fc_out.b + values[..., others] @ fc_out.W[:, others].T
+            mlps[i].restricted = (fc_in.W[neurons], fc_in.b[neurons], fc_out.W[:, neurons],
+                                  folded)
+    try:
+        yield
+    finally:
+        for mlp in mlps.values():
+            mlp.restricted = None

@@ -265,74 +265,89 @@ def test_unsolved_task_has_no_circuit(planted_task: str) -> None:
     assert circuit.graph.graph["loss_full"] > 0.15
 
 
+@pytest.mark.parametrize("per_position", [False, True])
 @pytest.mark.parametrize("act_sparsity", [0.0, 0.3])
-def test_layered_importances_equal_full_forward_ablations(act_sparsity: float) -> None:
-    """Starting a node's ablation where it can first change anything skips only work that
-    the node cannot change: the importances equal plain full-forward ablations (random
-    2-layer model; with activation sparsity at every site the MLP-neuron shortcut is off)."""
+def test_importances_equal_full_forward_ablations(act_sparsity: float,
+                                                  per_position: bool) -> None:
+    """Starting a node's ablation where it can first change anything, and computing only the
+    MLP neurons the circuit keeps, skip only work that cannot change the loss: the
+    importances equal plain full forwards under ``ablate`` (random 2-layer model; with
+    activation sparsity at every site the MLP shortcuts are off)."""
     from sparsecircuits.circuits.prune import _importances, _Pruner, node_ids
-    from sparsecircuits.data.tasks import eval_set
+    from sparsecircuits.data.tasks import contrast_loss, eval_set
 
     cfg = ModelConfig(d_model=16, n_layers=2, n_heads=2, d_head=8, d_mlp=32, n_ctx=64,
                       init_std=0.4, act_sparsity=act_sparsity,
                       kernel_backend="dense")  # large weights: large effects
     model = SparseGPT(cfg, seed=1)
-    config = PruneConfig(importance_examples=3, per_position=True)
+    config = PruneConfig(importance_examples=3, per_position=per_position)
     pruner, nodes = _Pruner(model, config), node_ids(model)
     generator = torch.Generator().manual_seed(2)
     keep = (torch.rand(len(nodes), generator=generator) < 0.6).float()
-    logits = torch.randn(1, len(nodes), generator=generator)
-    baseline = pruner.baseline("quote")
-    got = _importances(pruner, ["quote"], [keep], logits, [baseline], nodes)[0]
+    logits = torch.randn(len(nodes), generator=generator)
+    got = _importances(pruner, "quote", keep, logits, pruner.baseline("quote"), nodes)
     assert len(got) == int(keep.sum())
     batch = eval_set("quote", cfg.n_ctx, 3)
-    with torch.no_grad():
-        reference = float(pruner.losses([(batch, keep, baseline)]))
-        for node, value in got.items():
-            without = keep.clone()
-            without[nodes.index(node)] = 0.0
-            full = float(pruner.losses([(batch, without, baseline)])) - reference
-            assert value == pytest.approx(full, rel=1e-4, abs=1e-6), node
+
+    @torch.no_grad()
+    def loss(kept: torch.Tensor) -> float:
+        pruned = [node for node, k in zip(nodes, kept.tolist(), strict=True) if not k]
+        with ablate(model, pruned, "mean", "quote", per_position=per_position):
+            last = model(batch.tokens)[:, -1]
+        return float(contrast_loss(last, batch.correct, batch.wrong).mean())
+
+    reference = loss(keep)
+    for node, value in got.items():
+        without = keep.clone()
+        without[nodes.index(node)] = 0.0
+        assert value == pytest.approx(loss(without) - reference, rel=1e-4, abs=1e-6), node
     assert max(abs(v) for n, v in got.items() if n.startswith("blocks.1")) > 0.01
 
 
-@pytest.mark.parametrize("smallest", [537, 2000])
+@pytest.mark.parametrize("smallest", [1, 537, 1400, 2000])
 @pytest.mark.parametrize("tolerance", [0.0, 0.02, 0.1])
-def test_bisection_finds_the_smallest_size_to_within_its_tolerance(tolerance: float,
-                                                                   smallest: int) -> None:
-    """A fake loss that meets the target from ``smallest`` kept nodes on: the bisection
-    returns it exactly without tolerance, never more than the tolerance above it, and the
-    whole model with its own loss when nothing smaller will do."""
+def test_search_finds_the_smallest_size_to_within_its_tolerance(tolerance: float,
+                                                                 smallest: int) -> None:
+    """A fake loss that meets the target from ``smallest`` kept nodes on: the search returns
+    it exactly without tolerance, never more than the tolerance above it, and the whole model
+    with its own loss when nothing smaller will do; it starts at the number of positive
+    logits (here 1000)."""
     from sparsecircuits.circuits.prune import _Pruner
 
+    tried: list[int] = []
+
     class Threshold(_Pruner):
-        def losses(self, groups, start=None):
+        def losses(self, groups, baseline, start=None):
+            tried.extend(int(keep.sum()) for _, keep in groups)
             return torch.tensor([0.1 if float(keep.sum()) >= smallest else 1.0
-                                 for _, keep, _ in groups])
+                                 for _, keep in groups])
 
     pruner = Threshold(planted_model(), PruneConfig(target_loss=0.15, size_tolerance=tolerance))
-    logits = torch.randn(2, 2000, generator=torch.Generator().manual_seed(0))
-    keeps, losses = pruner.smallest([None, None], logits, [None, None], [0.12, 0.13])
-    for keep in keeps:
-        size = int(keep.sum())
-        assert smallest <= size <= smallest + max(1, tolerance * size)
-        assert size == smallest or tolerance > 0
-    expected = [0.12, 0.13] if smallest == 2000 else [0.1, 0.1]
-    assert losses == pytest.approx(expected)
+    logits = -torch.rand(2000, generator=torch.Generator().manual_seed(0))
+    logits[torch.randperm(2000, generator=torch.Generator().manual_seed(1))[:1000]] += 1.0
+    keep, loss = pruner.smallest(None, logits, None, 0.12)
+    size = int(keep.sum())
+    assert smallest <= size <= smallest + max(1, tolerance * size)
+    assert size == smallest or tolerance > 0
+    assert loss == pytest.approx(0.12 if smallest == 2000 else 0.1)
+    assert tried[0] == 1000
+    assert keep[logits.argsort(descending=True)[:size]].all()
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_a_task_circuit_does_not_depend_on_the_other_tasks(
-    planted_task: str, monkeypatch: pytest.MonkeyPatch
+    planted_task: str, monkeypatch: pytest.MonkeyPatch, workers: int
 ) -> None:
-    """Extracted alone, or beside another task that starts warm (fewer steps), the planted
-    task's circuit is the same: its own random stream and its own step count."""
+    """Extracted alone, or beside another task that starts warm (fewer steps), in turn or in
+    two worker threads, the planted task's circuit is the same: its own random stream and
+    its own step count."""
     twin = "planted_twin"
     monkeypatch.setitem(task_registry.TASKS, twin, PLANTED_TASK)
     model = planted_model()
     graph = weight_graph(model)
     alone = find_circuits(model, [planted_task], graph)[planted_task]
     warm = {twin: alone.logits}
-    both = find_circuits(model, [twin, planted_task], graph, warm=warm)
+    both = find_circuits(model, [twin, planted_task], graph, warm=warm, workers=workers)
     assert set(both[planted_task].graph.nodes) == set(alone.graph.nodes)
     for key in ("loss_circuit", "loss_ablated", "loss_random"):
         assert both[planted_task].graph.graph[key] == pytest.approx(alone.graph.graph[key],

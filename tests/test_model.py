@@ -149,3 +149,51 @@ def test_a_forward_started_from_a_cached_residual_stream_ends_the_same(last_only
         torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="cannot start"):
         model(x, start=("blocks.0.mlp.hook_post", full))
+
+
+@pytest.mark.parametrize("last_only", [False, True])
+@pytest.mark.parametrize("per_position", [False, True])
+@pytest.mark.parametrize("computed", [0, 5, 48])
+def test_a_restricted_mlp_equals_holding_its_other_neurons_at_hook_post(
+    last_only: bool, per_position: bool, computed: int
+) -> None:
+    """Computing some neurons and folding the others' fixed values into the output bias is
+    the same function as replacing those neurons at ``mlp.hook_post``; the hooks see only the
+    computed neurons, in the order given."""
+    from sparsecircuits.model import restricted_mlps
+
+    model = SparseGPT(CFG, seed=3)
+    generator = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for block in model.blocks:  # nonzero biases, so that they count
+            block.mlp.fc_in.b.normal_(generator=generator)
+            block.mlp.fc_out.b.normal_(generator=generator)
+    neurons = torch.randperm(CFG.d_mlp, generator=generator)[:computed]
+    shape = (10, CFG.d_mlp) if per_position else (CFG.d_mlp,)
+    values = {i: torch.randn(shape, generator=generator) for i in range(CFG.n_layers)}
+    held = torch.ones(CFG.d_mlp, dtype=torch.bool)
+    held[neurons] = False
+    seen: dict[str, torch.Tensor] = {}
+
+    def hold(x: torch.Tensor, hook) -> torch.Tensor:
+        value = values[int(hook.name.split(".")[1])]
+        value = value[-x.shape[1]:] if per_position else value
+        return torch.where(held, value.expand_as(x), x)
+
+    def record(x: torch.Tensor, hook) -> None:
+        seen[hook.name] = x
+
+    expected = model.run_with_hooks(tokens(), [(lambda n: n.endswith("mlp.hook_post"), hold)],
+                                    last_only=last_only)
+    with restricted_mlps(model, {i: (neurons, values[i]) for i in values}):
+        got = model.run_with_hooks(tokens(), [(lambda n: n.endswith("mlp.hook_post"), record)],
+                                   last_only=last_only)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    _, cache = model.run_with_cache(tokens(), names_filter="blocks.0.mlp.hook_post")
+    torch.testing.assert_close(seen["blocks.0.mlp.hook_post"],
+                               cache["blocks.0.mlp.hook_post"][..., neurons])
+    assert all(block.mlp.restricted is None for block in model.blocks)  # restored on exit
+    sparse = SparseGPT(ModelConfig(**{**CFG.__dict__, "act_sparsity": 0.25}))
+    with (pytest.raises(ValueError, match=r"blocks\.0\.mlp is activation-sparse"),
+          restricted_mlps(sparse, {0: (neurons, values[0])})):
+        pass

@@ -97,7 +97,7 @@ def masked_hook(keep: Tensor, replacement: Tensor) -> HookFn:
     per-position replacement holds (a ``last_only`` forward), they are the last ones."""
 
     def fn(x: Tensor, hook: HookPoint) -> Tensor:
-        grouped = x.reshape(keep.shape[0], -1, *x.shape[1:])
+        grouped = x.reshape(len(keep), len(x) // len(keep), *x.shape[1:])
         value = replacement
         if value.dim() >= 2 and value.shape[-2] > grouped.shape[-2]:
             value = value[..., -grouped.shape[-2]:, :]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
+from functools import partial
 from pathlib import Path
 
 import networkx as nx
@@ -60,7 +61,8 @@ def _read_graph(path: Path) -> nx.DiGraph:
     return nx.node_link_graph(json.loads(path.read_text()), edges="edges")
 
 
-def _write_circuit(circuit: Circuit, folder: Path, seed: int) -> None:
+def _write_circuit(circuit: Circuit, folder: Path, seed: int, step: int) -> None:
+    circuit.graph.graph["step"] = step
     stem = _stem(circuit.task, seed)
     if circuit.logits is not None:
         tmp = folder / f".{stem}.mask.safetensors.tmp"
@@ -83,10 +85,12 @@ def extract_run(
     folder. ``tasks`` defaults to the tasks the run's schedule trains; ``seeds`` > 1
     re-extracts with seeds 1..seeds-1. A task solved at the previous checkpoint starts from
     that checkpoint's mask logits (of the same seed), any other starts cold: logits older than
-    one checkpoint were measured to mislead more than help. ``threads`` defaults to the run's
-    ``run.threads``. Done work is skipped. The whole weight graph is written as GraphML only
-    with ``weight_graph_graphml`` (about 10 MB and 0.1 s per tiny checkpoint with
-    :func:`~sparsecircuits.circuits.graphml.graphml_text`; the JSON holds the same graph)."""
+    one checkpoint were measured to mislead more than help. ``threads`` (default: the run's
+    ``run.threads``, else torch's) is how many tasks are extracted at once, one torch thread
+    each (:func:`~sparsecircuits.circuits.prune.find_circuits`). Done work is skipped. The
+    whole weight graph is written as GraphML only with ``weight_graph_graphml`` (about 10 MB
+    and 0.1 s per tiny checkpoint with :func:`~sparsecircuits.circuits.graphml.graphml_text`;
+    the JSON holds the same graph)."""
     run_dir = Path(run_dir)
     run_config = read_run_config(run_dir)
     threads = threads or run_config.run.threads
@@ -117,11 +121,10 @@ def extract_run(
                 if model is None:
                     model = load_model(ckpt)[0]
                     graph = _read_graph(folder / f"{WEIGHT_GRAPH}.json")
-                found = find_circuits(model, todo, graph, seed=seed, warm=warm[seed],
-                                      config=config)
-                for circuit in found.values():
-                    circuit.graph.graph["step"] = step
-                    _write_circuit(circuit, folder, seed)
+                find_circuits(model, todo, graph, seed=seed, warm=warm[seed], config=config,
+                              workers=torch.get_num_threads(),
+                              on_found=partial(_write_circuit, folder=folder, seed=seed,
+                                               step=step))
             masks = {task: folder / f"{_stem(task, seed)}.mask.safetensors" for task in tasks}
             warm[seed] = {task: load_file(str(path))["logits"]
                           for task, path in masks.items() if path.exists()}

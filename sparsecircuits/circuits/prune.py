@@ -10,11 +10,8 @@ hyper-parameters (:class:`PruneConfig`) so that every checkpoint is pruned the s
    the sigmoid instead of the Heaviside's.
 2. The logits are trained with Adam on the task's contrast loss plus ``penalty`` times the
    number of kept nodes, on fresh training rows. The logits start from the previous
-   checkpoint's (``warm``, ``steps``) or from N(0.1, 0.01²) (cold, ``cold_steps``). Tasks
-   with the same number of steps train in one batched pass, each a group of rows with its own
-   masks; every task draws from its own random stream (of ``seed`` and its name), so a task's
-   circuit does not depend on which other tasks are extracted with it.
-3. The nodes are sorted by logit and a bisection on their number finds the smallest top-k
+   checkpoint's (``warm``, ``steps``) or from N(0.1, 0.01²) (cold, ``cold_steps``).
+3. The nodes are sorted by logit and a search on their number finds the smallest top-k
    whose contrast loss on the task's fixed evaluation prompts is at most ``target_loss`` (to
    within ``size_tolerance``). A task the whole model misses is returned *unsolved*, with no
    circuit.
@@ -26,13 +23,22 @@ hyper-parameters (:class:`PruneConfig`) so that every checkpoint is pruned the s
 The reference distribution of the means is the task's evaluation prompts (``reference="task"``)
 or the held-out corpus (``"corpus"``); means are over positions and examples unless
 ``per_position``. ``method="zero"`` replaces pruned nodes by 0 instead.
+
+Every task is extracted on its own, from its own random stream (of ``seed`` and its name), so a
+task's circuit does not depend on which other tasks are extracted with it; ``find_circuits``
+runs ``workers`` tasks at once, in threads, each on its own copy of the model with one torch
+thread (on two cores, two one-thread tasks side by side take 0.75 of the time of one
+two-thread pass over all of them).
 """
 
 from __future__ import annotations
 
+import copy
 import math
+import queue
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -48,7 +54,7 @@ from sparsecircuits.circuits.ablate import (
 from sparsecircuits.circuits.graph import channel_sites, site_layer, split_node
 from sparsecircuits.data.tasks import TaskBatch, contrast_loss, eval_set, train_batch
 from sparsecircuits.hooks import HookFn, HookPoint
-from sparsecircuits.model import Linear, SparseGPT
+from sparsecircuits.model import Linear, SparseGPT, restricted_mlps
 
 
 @dataclass(frozen=True)
@@ -177,36 +183,59 @@ class _Pruner:
         means = mean_activations(self.model, reference, per_position=c.per_position)
         return torch.cat([means[site] for site in self.sites], dim=-1)
 
-    def losses(self, groups: list[tuple[TaskBatch, Tensor, Tensor]],
+    def losses(self, groups: list[tuple[TaskBatch, Tensor]], baseline: Tensor,
                start: tuple[str, list[Tensor]] | None = None) -> Tensor:
-        """Mean contrast loss of every ``(batch, keep [nodes], baseline)`` group, in chunks
-        of at most ``max_rows`` rows (all in one pass when gradients are needed). ``start``
-        (a residual hook and one residual stream per group) skips the model up to that hook."""
+        """Mean contrast loss of every ``(batch, keep [nodes])`` group, pruned nodes replaced
+        by ``baseline``, in chunks of at most ``max_rows`` rows (all in one pass when
+        gradients are needed). ``start`` (a residual hook and one residual stream per group)
+        skips the model up to that hook."""
         per_chunk = max(1, self.config.max_rows // len(groups[0][0].tokens))
         if torch.is_grad_enabled():
             per_chunk = len(groups)
         return torch.cat([
-            self._losses(groups[i:i + per_chunk],
+            self._losses(groups[i:i + per_chunk], baseline,
                          None if start is None else (start[0], start[1][i:i + per_chunk]))
             for i in range(0, len(groups), per_chunk)
         ])
 
-    def _hooks(self, keep: Tensor, baseline: Tensor) -> list[tuple[str, HookFn]]:
-        """Masked hooks for groups with ``keep [groups, nodes]`` and stacked baselines."""
-        baseline = baseline.reshape(len(keep), 1, -1, baseline.shape[-1])
-        return [
-            (site, masked_hook(k, b))
-            for site, k, b in zip(self.sites, keep.split(self.widths, -1),
-                                  baseline.split(self.widths, -1), strict=True)
-        ]
+    def _hooks(self, keep: Tensor, baseline: Tensor,
+               neurons: dict[str, Tensor]) -> list[tuple[str, HookFn]]:
+        """Masked hooks for groups with ``keep [groups, nodes]``; at a site in ``neurons``
+        only those channels (a restricted MLP's)."""
+        hooks = []
+        for site, k, b in zip(self.sites, keep.split(self.widths, -1),
+                              baseline.split(self.widths, -1), strict=True):
+            if site in neurons:
+                k, b = k[:, neurons[site]], b[..., neurons[site]]
+            positions = b.shape[0] if b.dim() == 2 else 1
+            hooks.append((site, masked_hook(k, b.reshape(1, 1, positions, b.shape[-1]))))
+        return hooks
 
-    def _losses(self, groups: list[tuple[TaskBatch, Tensor, Tensor]],
+    def _restriction(self, keep: Tensor, baseline: Tensor) -> dict[int, tuple[Tensor, Tensor]]:
+        """For :func:`~sparsecircuits.model.restricted_mlps`: per block, the neurons some
+        group keeps, the others held at their baseline. None while gradients are recorded
+        (a pruned neuron's mask logit still needs its value) or when the neurons are
+        activation-sparse."""
+        if torch.is_grad_enabled() or self.model.cfg.act_sparsity > 0:
+            return {}
+        held = {}
+        for layer in range(self.model.cfg.n_layers):
+            site = f"blocks.{layer}.mlp.hook_post"
+            kept = self._site_keep(keep, site).amax(0).nonzero().flatten()
+            held[layer] = (kept, self._site_baseline(baseline, site))
+        return held
+
+    def _losses(self, groups: list[tuple[TaskBatch, Tensor]], baseline: Tensor,
                 start: tuple[str, list[Tensor]] | None) -> Tensor:
-        batches, keeps, baselines = zip(*groups, strict=True)
-        hooks = self._hooks(torch.stack(keeps), torch.stack(baselines))
+        batches, keeps = zip(*groups, strict=True)
+        keep = torch.stack(keeps)
+        held = self._restriction(keep, baseline)
+        neurons = {f"blocks.{layer}.mlp.hook_post": kept for layer, (kept, _) in held.items()}
         tokens = torch.cat([b.tokens for b in batches])
         begin = None if start is None else (start[0], torch.cat(start[1]))
-        last = self.model.run_with_hooks(tokens, hooks, last_only=True, start=begin)[:, -1]
+        with restricted_mlps(self.model, held):
+            last = self.model.run_with_hooks(tokens, self._hooks(keep, baseline, neurons),
+                                             last_only=True, start=begin)[:, -1]
         correct = torch.cat([b.correct for b in batches])
         wrong = torch.cat([b.wrong for b in batches])
         return contrast_loss(last, correct, wrong).reshape(len(groups), -1).mean(1)
@@ -223,7 +252,7 @@ class _Pruner:
         def record(x: Tensor, hook: HookPoint) -> None:
             values[hook.name] = x  # after masking: a circuit node's own value
 
-        hooks = [*self._hooks(keep[None], baseline[None]), ([*starts, *writes], record)]
+        hooks = [*self._hooks(keep[None], baseline, {}), ([*starts, *writes], record)]
         last = self.model.run_with_hooks(batch.tokens, hooks, last_only=True)[:, -1]
         loss = float(contrast_loss(last, batch.correct, batch.wrong).mean())
         return CircuitPass(loss, values, keep, baseline)
@@ -288,29 +317,17 @@ class _Pruner:
     def _site_baseline(self, baseline: Tensor, site: str) -> Tensor:
         return baseline.split(self.widths, -1)[self.sites.index(site)]
 
-    def train_logits(self, tasks: list[str], start: Tensor, steps: list[int],
-                     generators: list[torch.Generator], baselines: list[Tensor]) -> Tensor:
-        """Mask logits ``[tasks, nodes]`` after ``steps[i]`` Adam steps of task ``i`` from
-        ``start``, its training rows drawn from ``generators[i]``."""
-        logits = start.clone()
-        for count in sorted(set(steps)):
-            group = [i for i, n in enumerate(steps) if n == count]
-            logits[group] = self._train_group([tasks[i] for i in group], start[group], count,
-                                              [generators[i] for i in group],
-                                              [baselines[i] for i in group])
-        return logits
-
-    def _train_group(self, tasks: list[str], start: Tensor, steps: int,
-                     generators: list[torch.Generator], baselines: list[Tensor]) -> Tensor:
+    def train_logits(self, task: str, start: Tensor, steps: int, generator: torch.Generator,
+                     baseline: Tensor) -> Tensor:
+        """Mask logits ``[nodes]`` after ``steps`` Adam steps from ``start``, the training rows
+        of ``task`` drawn from ``generator``."""
         c = self.config
         logits = start.clone().requires_grad_(True)
         optimizer = torch.optim.Adam([logits], lr=c.lr)
-        ctx = self.model.cfg.n_ctx
         for _ in range(steps):
             keep = _Heaviside.apply(logits)
-            batches = [train_batch(task, c.rows, ctx, generator)
-                       for task, generator in zip(tasks, generators, strict=True)]
-            loss = self.losses(list(zip(batches, keep, baselines, strict=True))).sum()
+            batch = train_batch(task, c.rows, self.model.cfg.n_ctx, generator)
+            loss = self.losses([(batch, keep)], baseline).sum()
             optimizer.zero_grad()
             (loss + c.penalty * keep.sum()).backward()
             optimizer.step()
@@ -319,31 +336,29 @@ class _Pruner:
         return logits.detach()
 
     @torch.no_grad()
-    def smallest(self, batches: list[TaskBatch], logits: Tensor, baselines: list[Tensor],
-                 full_losses: list[float]) -> tuple[list[Tensor], list[float]]:
-        """Per task, the smallest top-k of the logits meeting the target loss, as a keep
-        vector, and its loss; all tasks bisect in lockstep, one pass per round. The whole
-        model (k = all nodes, loss ``full_losses``) meets the target by assumption."""
-        n_tasks, n_nodes = logits.shape
-        order = logits.argsort(dim=1, descending=True, stable=True)
-        lo, hi = [0] * n_tasks, [n_nodes] * n_tasks
-        hi_loss = list(full_losses)
-        guess = [int(k) for k in (logits > 0).sum(1).clamp(min=1).tolist()]
-        while True:
-            slack = [max(1, math.floor(self.config.size_tolerance * h)) for h in hi]
-            trying = [t for t in range(n_tasks) if hi[t] - lo[t] > slack[t]]
-            if not trying:
-                break
-            ks = {t: guess[t] if lo[t] < guess[t] < hi[t] else _midpoint(lo[t], hi[t])
-                  for t in trying}
-            losses = self.losses([(batches[t], _top(order[t], ks[t]), baselines[t])
-                                  for t in trying])
-            for t, loss in zip(trying, losses.tolist(), strict=True):
-                if loss <= self.config.target_loss:
-                    hi[t], hi_loss[t] = ks[t], loss
-                else:
-                    lo[t] = ks[t]
-        return [_top(order[t], hi[t]) for t in range(n_tasks)], hi_loss
+    def smallest(self, batch: TaskBatch, logits: Tensor, baseline: Tensor,
+                 loss_full: float) -> tuple[Tensor, float]:
+        """The smallest top-k of ``logits`` meeting the target loss, as a keep vector, and its
+        loss. The whole model (k = all nodes, loss ``loss_full``) meets the target by
+        assumption, and the loss is taken to fall as k grows.
+
+        The first size tried is the number of positive logits, the trained mask's own size;
+        while every size tried has met the target, the next is three quarters of the last
+        (trained masks keep 0.6 to 0.85 of the nodes the search settles on); after that, a
+        bisection (:func:`_midpoint`) until the bracket is within ``size_tolerance``."""
+        order = logits.argsort(descending=True, stable=True)
+        lo, hi, hi_loss = 0, len(order), loss_full
+        k = max(1, int((logits > 0).sum()))
+        while hi - lo > max(1, math.floor(self.config.size_tolerance * hi)):
+            if not lo < k < hi:
+                k = _midpoint(lo, hi)
+            loss = float(self.losses([(batch, _top(order, k))], baseline))
+            if loss <= self.config.target_loss:
+                hi, hi_loss = k, loss
+            else:
+                lo = k
+            k = 3 * hi // 4 if lo == 0 else _midpoint(lo, hi)
+        return _top(order, hi), hi_loss
 
 
 def _midpoint(lo: int, hi: int) -> int:
@@ -367,88 +382,122 @@ def find_circuits(
     seed: int = 0,
     warm: dict[str, Tensor] | None = None,
     config: PruneConfig | None = None,
+    workers: int = 1,
+    on_found: Callable[[Circuit], None] | None = None,
 ) -> dict[str, Circuit]:
-    """The circuit of every task (see module doc), the tasks batched together.
+    """The circuit of every task (:func:`find_circuit`), ``workers`` tasks at a time.
 
-    ``warm`` maps tasks to the mask logits of the previous checkpoint (``steps`` of training);
-    tasks without one start cold (``cold_steps``)."""
-    config = config or PruneConfig()
+    ``warm`` maps tasks to the mask logits of the previous checkpoint. With ``workers`` > 1
+    the tasks run in that many threads, each on its own copy of the model, with torch's
+    thread count set to one meanwhile (restored after). ``on_found`` is called with each
+    circuit as soon as it is found, in the thread that found it (to write it to disk while
+    the other tasks run)."""
     warm = warm or {}
+
+    def extract(on: SparseGPT, task: str) -> Circuit:
+        circuit = find_circuit(on, task, weight_graph, seed=seed, warm=warm.get(task),
+                               config=config)
+        if on_found is not None:
+            on_found(circuit)
+        return circuit
+
+    workers = min(workers, len(tasks))
+    if workers <= 1:
+        return {task: extract(model, task) for task in tasks}
+    copies: queue.SimpleQueue[SparseGPT] = queue.SimpleQueue()
+    for _ in range(workers):
+        copies.put(copy.deepcopy(model))
+
+    def on_a_copy(task: str) -> Circuit:
+        mine = copies.get()
+        try:
+            return extract(mine, task)
+        finally:
+            copies.put(mine)
+
+    longest_first = sorted(tasks, key=lambda task: task in warm)  # cold tasks train longer
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            found = dict(zip(longest_first, pool.map(on_a_copy, longest_first), strict=True))
+    finally:
+        torch.set_num_threads(threads)
+    return {task: found[task] for task in tasks}
+
+
+def find_circuit(
+    model: SparseGPT,
+    task: str,
+    weight_graph: nx.DiGraph,
+    *,
+    seed: int = 0,
+    warm: Tensor | None = None,
+    config: PruneConfig | None = None,
+) -> Circuit:
+    """The circuit of ``task`` (see module doc). ``warm``: the mask logits of the previous
+    checkpoint (``steps`` of training); without, a cold start (``cold_steps``)."""
+    config = config or PruneConfig()
     pruner = _Pruner(model, config)
     nodes = node_ids(model)
-    ctx = model.cfg.n_ctx
     with _frozen(model):
-        evals = {t: eval_set(t, ctx, config.eval_examples) for t in tasks}
-        baselines = {t: pruner.baseline(t) for t in tasks}
-        everything = torch.ones(len(nodes))
+        evals = eval_set(task, model.cfg.n_ctx, config.eval_examples)
+        baseline = pruner.baseline(task)
         with torch.no_grad():
-            full = pruner.losses([(evals[t], everything, baselines[t]) for t in tasks]).tolist()
-        loss_full = dict(zip(tasks, full, strict=True))
-        solved = [t for t in tasks if loss_full[t] <= config.target_loss]
-        circuits = {
-            t: Circuit(t, _circuit_graph(weight_graph, [], config, t, seed, False, loss_full[t]),
-                       None)
-            for t in tasks if t not in solved
-        }
-        if not solved:
-            return circuits
-        generators = [_task_generator(seed, t) for t in solved]
-        start = torch.stack([
-            warm[t].clone() if t in warm else 0.1 + 0.01 * torch.randn(len(nodes), generator=g)
-            for t, g in zip(solved, generators, strict=True)
-        ])
-        steps = [config.steps if t in warm else config.cold_steps for t in solved]
-        solved_baselines = [baselines[t] for t in solved]
-        logits = pruner.train_logits(solved, start, steps, generators, solved_baselines)
-        keeps, circuit_losses = pruner.smallest([evals[t] for t in solved], logits,
-                                                solved_baselines, [loss_full[t] for t in solved])
-        importances = _importances(pruner, solved, keeps, logits, solved_baselines, nodes)
+            loss_full = float(pruner.losses([(evals, torch.ones(len(nodes)))], baseline))
+        if loss_full > config.target_loss:
+            return Circuit(task, _circuit_graph(weight_graph, [], config, task, seed, False,
+                                                loss_full), None)
+        generator = _task_generator(seed, task)
+        start, steps = warm, config.steps
+        if start is None:
+            start = 0.1 + 0.01 * torch.randn(len(nodes), generator=generator)
+            steps = config.cold_steps
+        logits = pruner.train_logits(task, start, steps, generator, baseline)
+        keep, loss_circuit = pruner.smallest(evals, logits, baseline, loss_full)
+        importances = _importances(pruner, task, keep, logits, baseline, nodes)
         with torch.no_grad():
-            controls = [_random_like(keep, g) for keep, g in zip(keeps, generators, strict=True)]
-            checks = pruner.losses(
-                [(evals[t], 1 - keep, baselines[t]) for t, keep in zip(solved, keeps, strict=True)]
-                + [(evals[t], r, baselines[t]) for t, r in zip(solved, controls, strict=True)]
-            ).tolist()
-    for i, t in enumerate(solved):
-        kept = [nodes[j] for j in keeps[i].nonzero().flatten().tolist()]
-        graph = _circuit_graph(weight_graph, kept, config, t, seed, True, loss_full[t],
-                               loss_circuit=circuit_losses[i], loss_ablated=checks[i],
-                               loss_random=checks[len(solved) + i])
-        nx.set_node_attributes(graph, None, "importance")
-        nx.set_node_attributes(graph, importances[i], "importance")
-        circuits[t] = Circuit(t, graph, logits[i])
-    return circuits
+            control = _random_like(keep, generator)
+            loss_ablated, loss_random = pruner.losses(
+                [(evals, 1 - keep), (evals, control)], baseline).tolist()
+    kept = [nodes[j] for j in keep.nonzero().flatten().tolist()]
+    graph = _circuit_graph(weight_graph, kept, config, task, seed, True, loss_full,
+                           loss_circuit=loss_circuit, loss_ablated=loss_ablated,
+                           loss_random=loss_random)
+    nx.set_node_attributes(graph, None, "importance")
+    nx.set_node_attributes(graph, importances, "importance")
+    return Circuit(task, graph, logits)
 
 
 @torch.no_grad()
-def _importances(pruner: _Pruner, tasks: list[str], keeps: list[Tensor], logits: Tensor,
-                 baselines: list[Tensor], nodes: list[str]) -> list[dict[str, float]]:
-    """Loss increase, on ``importance_examples`` prompts, when one node leaves its circuit.
+def _importances(pruner: _Pruner, task: str, keep: Tensor, logits: Tensor, baseline: Tensor,
+                 nodes: list[str]) -> dict[str, float]:
+    """Loss increase, on ``importance_examples`` prompts, when one node leaves its circuit
+    (for at most ``max_importance_nodes`` of them, those with the largest logits).
 
     Each ablation starts where the node can first change anything
-    (:meth:`_Pruner.ablation_start`), from one masked pass of the circuit per task."""
-    c, cfg = pruner.config, pruner.model.cfg
-    out: list[dict[str, float]] = [{} for _ in tasks]
-    for t, (task, keep, baseline) in enumerate(zip(tasks, keeps, baselines, strict=True)):
-        batch = eval_set(task, cfg.n_ctx, c.importance_examples)
-        run = pruner.circuit_pass(batch, keep, baseline)
-        members = keep.nonzero().flatten()
-        ranked = members[logits[t, members].argsort(descending=True, stable=True)]
-        by_start: dict[str | None, list[tuple[int, Tensor | None]]] = {}
-        for j in ranked[: c.max_importance_nodes].tolist():
-            start = pruner.ablation_start(nodes[j], run)
-            name, resid = (None, None) if start is None else start
-            by_start.setdefault(name, []).append((j, resid))
-        for name, members_here in by_start.items():
-            groups = []
-            for j, _ in members_here:
-                without = keep.clone()
-                without[j] = 0.0
-                groups.append((batch, without, baseline))
-            begin = None if name is None else (name, [resid for _, resid in members_here])
-            losses = pruner.losses(groups, begin).tolist()
-            for (j, _), loss in zip(members_here, losses, strict=True):
-                out[t][nodes[j]] = loss - run.loss
+    (:meth:`_Pruner.ablation_start`), from one masked pass of the circuit."""
+    c = pruner.config
+    batch = eval_set(task, pruner.model.cfg.n_ctx, c.importance_examples)
+    run = pruner.circuit_pass(batch, keep, baseline)
+    members = keep.nonzero().flatten()
+    ranked = members[logits[members].argsort(descending=True, stable=True)]
+    by_start: dict[str | None, list[tuple[int, Tensor | None]]] = {}
+    for j in ranked[: c.max_importance_nodes].tolist():
+        start = pruner.ablation_start(nodes[j], run)
+        name, resid = (None, None) if start is None else start
+        by_start.setdefault(name, []).append((j, resid))
+    out: dict[str, float] = {}
+    for name, here in by_start.items():
+        groups = []
+        for j, _ in here:
+            without = keep.clone()
+            without[j] = 0.0
+            groups.append((batch, without))
+        begin = None if name is None else (name, [resid for _, resid in here])
+        losses = pruner.losses(groups, baseline, begin).tolist()
+        for (j, _), loss in zip(here, losses, strict=True):
+            out[nodes[j]] = loss - run.loss
     return out
 
 
