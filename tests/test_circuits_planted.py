@@ -19,7 +19,7 @@ import torch
 from sparsecircuits.circuits.ablate import ablate, evaluate, mean_activations
 from sparsecircuits.circuits.graph import weight_graph
 from sparsecircuits.circuits.prune import PruneConfig, find_circuits
-from sparsecircuits.config import ModelConfig
+from sparsecircuits.config import ACT_SPARSITY_SITES, ModelConfig
 from sparsecircuits.data import tasks as task_registry
 from sparsecircuits.data.tasks import Task
 from sparsecircuits.data.tokenizer import TOKENIZER
@@ -266,18 +266,22 @@ def test_unsolved_task_has_no_circuit(planted_task: str) -> None:
 
 
 @pytest.mark.parametrize("per_position", [False, True])
-@pytest.mark.parametrize("act_sparsity", [0.0, 0.3])
-def test_importances_equal_full_forward_ablations(act_sparsity: float,
+@pytest.mark.parametrize("act_sites", [(), ACT_SPARSITY_SITES,
+                                       tuple(s for s in ACT_SPARSITY_SITES
+                                             if s != "mlp.hook_post")])
+def test_importances_equal_full_forward_ablations(act_sites: tuple[str, ...],
                                                   per_position: bool) -> None:
     """Starting a node's ablation where it can first change anything, and computing only the
     MLP neurons the circuit keeps, skip only work that cannot change the loss: the
     importances equal plain full forwards under ``ablate`` (random 2-layer model; with
-    activation sparsity at every site the MLP shortcuts are off)."""
+    activation sparsity at every site the MLP shortcuts are off; at every site but the
+    neurons, the restricted MLPs stay on and the neuron's linear shortcut is off)."""
     from sparsecircuits.circuits.prune import _importances, _Pruner, node_ids
     from sparsecircuits.data.tasks import contrast_loss, eval_set
 
     cfg = ModelConfig(d_model=16, n_layers=2, n_heads=2, d_head=8, d_mlp=32, n_ctx=64,
-                      init_std=0.4, act_sparsity=act_sparsity,
+                      init_std=0.4, act_sparsity=0.3 if act_sites else 0.0,
+                      act_sparsity_sites=list(act_sites),
                       kernel_backend="dense")  # large weights: large effects
     model = SparseGPT(cfg, seed=1)
     config = PruneConfig(importance_examples=3, per_position=per_position)
