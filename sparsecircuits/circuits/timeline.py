@@ -677,9 +677,12 @@ class RunAnalysis:
                     e.graph == name and e.element_type == "edge" and e.kind == kind
                     for e in events
                 )
-            if np.all(np.isnan(c.noise["edges"])):
-                notes.append(f"{name}: no re-extractions ({name}.seed<k>.json), noise floor nan; "
-                             "read its Jaccard changes without one")
+            if not any(solved):
+                notes.append(f"{name}: unsolved at every checkpoint, no circuit to follow")
+            elif np.all(np.isnan(c.noise["edges"])):
+                notes.append(f"{name}: no solved re-extraction beside a solved circuit "
+                             f"({name}.seed<k>.json), noise floor nan; read its Jaccard changes "
+                             "without one")
         if len(t.tasks) > 1:
             final = t.overlap("edges")[-1]
             out["overlap.edges.final_mean"] = _nanmean(final[~np.eye(len(t.tasks), dtype=bool)])
