@@ -45,6 +45,7 @@ from torch import Tensor
 from .csr import SLOT_FINDERS, compress
 from .dispatch import table_key
 from .linear import sparse_linear
+from .project import Projection, capacity_of, project, project_torch
 from .spmm import sddmm_torch, spmm_torch
 from .topk import topk_mask
 
@@ -63,6 +64,7 @@ class Setup:
     layer_shapes: tuple[tuple[int, int], ...]
     layer_densities: tuple[float, ...]
     ours: str  # the sparse_linear backend measured as "ours"
+    mask_backends: tuple[str, ...]  # topk_mask backends; "triton" adds the fused projection
     budget_s: float  # wall time per implementation and section before it is skipped
 
 
@@ -76,6 +78,7 @@ GPU = Setup(
     layer_shapes=ANCHOR_SHAPES,
     layer_densities=(0.05, 0.02, 0.01, 0.003, 0.001),
     ours="triton",
+    mask_backends=("torch", "triton"),
     budget_s=25.0,
 )
 CPU = Setup(
@@ -90,6 +93,7 @@ CPU = Setup(
     ),
     layer_densities=(1.0, 0.25, 0.1, 0.05, 0.02, 0.01, 0.003, 0.001),
     ours="torch",
+    mask_backends=("torch",),
     budget_s=float("inf"),
 )
 
@@ -178,9 +182,23 @@ def _ops_backend(setup: Setup) -> tuple[Callable, Callable]:
     return spmm_torch, sddmm_torch
 
 
-def check_correctness(setup: Setup, cases: int = 24, max_size: int = 1500) -> dict:
-    """Ours on random ragged shapes (sides below ``max_size``) against fp64, and the radix
-    select against the torch twin."""
+MASK_SHAPES = ((37, 45, 0), (1024, 4096, 4), (4096, 1024, 4), (300, 7, 2))
+"""(rows, cols, floor) of the mask checks."""
+
+
+def same_projection(a: Projection, b: Projection) -> bool:
+    """Whether two projections agree bit for bit: mask and every field of both copies."""
+    return torch.equal(a.mask, b.mask) and all(
+        x.shape == y.shape and all(torch.equal(getattr(x, f), getattr(y, f))
+                                   for f in ("crow", "col", "row", "val"))
+        for x, y in ((a.rows, b.rows), (a.cols, b.cols))
+    )
+
+
+def check_correctness(setup: Setup, cases: int = 24, max_size: int = 1500,
+                      mask_shapes: tuple[tuple[int, int, int], ...] = MASK_SHAPES) -> dict:
+    """Ours on random ragged shapes (sides below ``max_size``) against fp64; the radix select
+    and the fused projection against their torch twins."""
     g = torch.Generator().manual_seed(1)
     layers = []
     for case in range(cases):
@@ -209,10 +227,8 @@ def check_correctness(setup: Setup, cases: int = 24, max_size: int = 1500) -> di
                 "ok": all(e <= CHECK_TOLERANCE[dtype] for e in errors),  # NaN fails
             })
     masks = []
-    backends = ["triton"] if setup.ours == "triton" else []
-    for backend in backends:
-        shapes = ((37, 45, 0), (1024, 4096, 4), (4096, 1024, 4), (300, 7, 2))
-        for rows, cols, floor in shapes[:: 1 if max_size >= 1500 else 3]:
+    for backend in (b for b in setup.mask_backends if b != "torch"):
+        for rows, cols, floor in mask_shapes:
             for tied in (False, True):
                 weight = torch.randn(rows, cols, generator=g)
                 if tied:
@@ -222,12 +238,16 @@ def check_correctness(setup: Setup, cases: int = 24, max_size: int = 1500) -> di
                     args = dict(min_per_row=floor, min_per_col=floor)
                     ours = topk_mask(weight, k, backend=backend, **args)
                     twin = topk_mask(weight, k, backend="torch", **args)
+                    fused = project(weight, k, backend=backend, **args)
                     masks.append({"shape": [rows, cols], "k": k, "floor": floor, "tied": tied,
-                                  "ok": bool(torch.equal(ours, twin))})
+                                  "ok": bool(torch.equal(ours, twin)),
+                                  "fused_ok": same_projection(fused, project_torch(weight, k,
+                                                                                   **args))})
     return {
         "layers": layers,
         "masks": masks,
-        "all_ok": all(case["ok"] for case in layers + masks),
+        "all_ok": all(case["ok"] for case in layers + masks)
+        and all(case["fused_ok"] for case in masks),
     }
 
 
@@ -325,9 +345,10 @@ FLOOR = 4  # per neuron, as the trainer's default sparsity.min_per_neuron
 
 
 def mask_update(weight: Tensor, k: int, backend: str) -> None:
-    """The per-step update: the top-k mask with the floors, then both compressed copies."""
+    """The per-step update: the top-k mask with the floors, then both compressed copies (the
+    unfused composition of ``project_torch``, with ``backend``'s select)."""
     masked = weight * topk_mask(weight, k, min_per_row=FLOOR, min_per_col=FLOOR, backend=backend)
-    capacity = k + FLOOR * sum(weight.shape)
+    capacity = capacity_of(weight, k, FLOOR, FLOOR)
     compress(masked, capacity)
     compress(masked.t(), capacity)
 
@@ -346,35 +367,46 @@ def cuda_graph(fn: Callable[[], object]) -> Callable[[], object]:
 
 
 def bench_mask(setup: Setup, stopwatch: Stopwatch, in_f: int, out_f: int, density: float) -> dict:
-    """Mask update: ``topk_mask`` against ``torch.topk``, and the whole per-step update
-    (:func:`mask_update`), eagerly and as a CUDA graph."""
+    """Mask update: ``topk_mask`` against ``torch.topk``, and the whole per-step update, unfused
+    (:func:`mask_update`) and, on the Triton backend, fused (``project``), each eagerly and as
+    a CUDA graph."""
     weight = torch.randn(out_f, in_f, device=setup.device)
     k = round(density * weight.numel())
     by_topk = torch.zeros(weight.numel(), dtype=torch.bool, device=setup.device)
     by_topk[torch.topk(weight.abs().flatten(), k).indices] = True
-    backends = ["torch", "triton"] if setup.device.type == "cuda" else ["torch"]
     result: dict = {"K": in_f, "N": out_f, "density": density, "ms": {}}
     ms = result["ms"]
     ms["torch.topk"] = stopwatch("mask torch.topk", lambda: torch.topk(weight.abs().flatten(), k))
-    for backend in backends:
+    for backend in setup.mask_backends:
         try:
             mask = topk_mask(weight, k, backend=backend)
             result[f"{backend}_matches_topk"] = bool((mask.flatten() == by_topk).all())
         except Exception as error:
             result[f"{backend}_matches_topk"] = f"failed: {_reason(error)}"
-
-        update = partial(mask_update, weight, k, backend)
         ms[f"topk_mask_{backend}"] = stopwatch(
             f"mask {backend}", lambda backend=backend: topk_mask(weight, k, backend=backend)
         )
-        ms[f"update_with_floors_{backend}"] = stopwatch(f"mask {backend}", update)
-        if setup.device.type == "cuda":
+        # name of the eager timing -> (the update, name of its CUDA-graph timing)
+        updates = {f"update_with_floors_{backend}": (partial(mask_update, weight, k, backend),
+                                                     f"update_graph_{backend}")}
+        if backend == "triton":
+            fused = partial(project, weight, k, min_per_row=FLOOR, min_per_col=FLOOR,
+                            backend="triton")
+            updates["update_fused_triton"] = (fused, "update_fused_graph_triton")
             try:
-                replay = cuda_graph(update)
+                twin = project_torch(weight, k, min_per_row=FLOOR, min_per_col=FLOOR)
+                result["fused_matches_twin"] = same_projection(fused(), twin)
             except Exception as error:
-                ms[f"update_graph_{backend}"] = f"unsupported: {_reason(error)}"
-            else:
-                ms[f"update_graph_{backend}"] = stopwatch(f"mask {backend}", replay)
+                result["fused_matches_twin"] = f"failed: {_reason(error)}"
+        for name, (update, graph_name) in updates.items():
+            ms[name] = stopwatch(name, update)
+            if setup.device.type == "cuda":
+                try:
+                    replay = cuda_graph(update)
+                except Exception as error:
+                    ms[graph_name] = f"unsupported: {_reason(error)}"
+                else:
+                    ms[graph_name] = stopwatch(name, replay)
     masked = weight * by_topk.view_as(weight)
     for finder in SLOT_FINDERS:
         ms[f"csr_and_csc_build_{finder}"] = stopwatch(
@@ -425,7 +457,9 @@ def profile_anchor(setup: Setup) -> dict:
             "triton": time_ms(lambda: feature_major_triton(dy), setup.device),
         },
     }
-    for name, fn in (("layer", layer), ("mask_update", partial(mask_update, raw, nnz, setup.ours))):
+    fused = partial(project, raw, nnz, min_per_row=FLOOR, min_per_col=FLOOR, backend="triton")
+    for name, fn in (("layer", layer), ("mask_update", partial(mask_update, raw, nnz, setup.ours)),
+                     ("mask_update_fused", fused)):
         try:
             result[name] = profile_table(fn)
         except Exception as error:

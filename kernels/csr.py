@@ -66,6 +66,18 @@ SLOT_FINDERS = {"nonzero": _slots_by_nonzero, "search": _slots_by_search}
 """Two ways to find the flat index of each of the first ``nnz`` nonzeros (``present.numel()``
 for padding slots): ``torch.nonzero_static``, or a running count and a binary search."""
 
+
+def row_pointers(ends: Tensor, nnz: int) -> Tensor:
+    """``crow`` (int32) of a CSR with ``nnz`` slots whose rows end at the running nonzero
+    counts ``ends`` (an inclusive cumulative sum): clipped at ``nnz``, and the last row holds
+    the padding slots. No host tensor (graph-safe)."""
+    crow = torch.zeros(len(ends) + 1, dtype=torch.int64, device=ends.device)
+    crow[1:] = ends
+    crow = crow.clamp(max=nnz)
+    crow[-1:].fill_(nnz)
+    return crow.to(torch.int32)
+
+
 def compress(matrix: Tensor, nnz: int | None = None, finder: str = "nonzero") -> CSR:
     """CSR copy of the nonzeros of a 2-D ``matrix``.
 
@@ -91,12 +103,8 @@ def compress(matrix: Tensor, nnz: int | None = None, finder: str = "nonzero") ->
     col = torch.where(padding, 0, flat % max(cols, 1))
     # Gather the values through the (possibly transposed) view: no copy of the whole matrix.
     val = matrix[row, col] if present.numel() else matrix.new_zeros(nnz)
-    crow = torch.zeros(rows + 1, dtype=torch.int64, device=matrix.device)
-    torch.cumsum(per_row, dim=0, out=crow[1:])
-    crow = crow.clamp(max=nnz)
-    crow[-1:].fill_(nnz)  # padding slots belong to the last row; no host tensor (graph-safe)
     return CSR(
-        crow=crow.to(torch.int32),
+        crow=row_pointers(per_row.cumsum(0), nnz),
         col=col.to(torch.int32),
         row=row.to(torch.int32),
         val=val.masked_fill(padding, 0),

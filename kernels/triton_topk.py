@@ -48,7 +48,7 @@ def _radix_histogram_kernel(
 
 
 @triton.jit
-def _radix_pick_kernel(hist, prefix, remaining, BITS: tl.constexpr):
+def radix_pick_kernel(hist, prefix, remaining, BITS: tl.constexpr):
     row = tl.program_id(0)
     rank = tl.arange(0, 1 << BITS)  # 0 is the largest digit
     bins = hist + row * (1 << BITS) + (1 << BITS) - 1 - rank
@@ -77,7 +77,7 @@ def kth_largest_triton(scores: Tensor, count: int) -> Tensor:
             scores, prefix, hist, width, scores.stride(0), blocks_per_program,
             SHIFT=shift, BITS=BITS, BLOCK=BLOCK,
         )
-        _radix_pick_kernel[(rows,)](hist, prefix, remaining, BITS=BITS)
+        radix_pick_kernel[(rows,)](hist, prefix, remaining, BITS=BITS)
     key = (prefix - 2**31).to(torch.int32)
     bits = key ^ ((key >> 31) & 0x7FFFFFFF)
     return bits.view(torch.float32).unsqueeze(-1)

@@ -16,12 +16,15 @@ pytestmark = pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in 
 
 @pytest.mark.parametrize("layers_only", [False, True])
 def test_bench_writes_every_section(tmp_path, monkeypatch, request, layers_only):
-    toy = dataclasses.replace(bench.CPU, tokens=128, shapes=((64, 96),), densities=(0.05,),
-                              layer_shapes=((64, 96), (96, 64)), layer_densities=(0.05, 1.0))
+    toy = dataclasses.replace(bench.CPU, tokens=128, shapes=((32, 32),), densities=(0.05,),
+                              layer_shapes=((64, 96), (96, 64)), layer_densities=(0.05, 1.0),
+                              # the GPU's mask paths too (slow under the interpreter)
+                              mask_backends=("torch",) if layers_only else ("torch", "triton"))
     monkeypatch.setattr(bench, "CPU", toy)
     monkeypatch.setattr(bench, "OFF_GRID", ((80, 80, 0.02),))
     check = bench.check_correctness
-    monkeypatch.setattr(bench, "check_correctness", lambda setup: check(setup, 4, 40))
+    monkeypatch.setattr(bench, "check_correctness",
+                        lambda setup: check(setup, 4, 40, mask_shapes=((5, 7, 2),)))
     monkeypatch.setattr(dispatch, "TABLES", dict(dispatch.TABLES))  # the run replaces one
     request.addfinalizer(dispatch.forget_decisions)  # ... and caches decisions from it
     threads = torch.get_num_threads()
@@ -40,4 +43,9 @@ def test_bench_writes_every_section(tmp_path, monkeypatch, request, layers_only)
     else:
         fwd = report["ops"][0]
         assert fwd["error"]["fwd"] < 1e-5 and isinstance(fwd["ms"]["dense"]["fwd"], float)
-        assert report["mask_update"][0]["torch_matches_topk"]
+        mask = report["mask_update"][0]
+        assert mask["torch_matches_topk"] and mask["triton_matches_topk"]
+        assert mask["fused_matches_twin"] is True
+        assert all(isinstance(mask["ms"][name], float) for name in (
+            "update_with_floors_torch", "update_with_floors_triton", "update_fused_triton"))
+        assert len(report["correctness"]["masks"]) == 10
