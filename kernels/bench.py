@@ -284,6 +284,30 @@ def sweep_spmm_tiles(setup: Setup, stopwatch: Stopwatch) -> dict:
     return {"tiles": rows, "chosen": dataclasses.asdict(triton_spmm.SPMM_CONFIG)}
 
 
+PROJECT_TILES = [(4, 128, 4), (8, 128, 4), (8, 256, 8), (2, 256, 4)]
+"""Candidate ``ProjectTile``s (line_block, element_block, num_warps) of the fused projection."""
+
+
+def sweep_project_tiles(setup: Setup, stopwatch: Stopwatch) -> dict:
+    """Time the fused projection with every candidate tile, at the first shape and 1 %; the
+    fastest becomes ``PROJECT_TILE``."""
+    from . import triton_project
+
+    in_f, out_f = setup.shapes[0]
+    weight = torch.randn(out_f, in_f, device=setup.device)
+    k = round(0.01 * weight.numel())
+    default, rows = triton_project.PROJECT_TILE, []
+    for tile in (triton_project.ProjectTile(*t) for t in PROJECT_TILES):
+        triton_project.PROJECT_TILE = tile
+        ms = stopwatch(f"project {tile}", partial(project, weight, k, min_per_row=FLOOR,
+                                                  min_per_col=FLOOR, backend="triton"))
+        rows.append({"tile": dataclasses.asdict(tile), "ms": ms})
+    timed = [r for r in rows if isinstance(r["ms"], float)]
+    best = min(timed, key=lambda r: r["ms"])["tile"] if timed else dataclasses.asdict(default)
+    triton_project.PROJECT_TILE = triton_project.ProjectTile(**best)
+    return {"K": in_f, "N": out_f, "tiles": rows, "chosen": best}
+
+
 def bench_ops(setup: Setup, stopwatch: Stopwatch, in_f: int, out_f: int, density: float) -> dict:
     """Forward, input gradient and sampled weight gradient, every implementation."""
     device, dtype, tokens = setup.device, setup.dtype, setup.tokens
@@ -596,6 +620,9 @@ def main() -> None:
     if setup.ours == "triton" and not args.layers_only:
         section("spmm_tiles", sweep_spmm_tiles(setup, stopwatch))
         print(f"spmm tile: {report['spmm_tiles']['chosen']}")
+    if "triton" in setup.mask_backends and not args.layers_only:
+        section("project_tiles", sweep_project_tiles(setup, stopwatch))
+        print(f"projection tile: {report['project_tiles']['chosen']}")
     ops: list[dict] = []
     masks: list[dict] = []
     for k, n in [] if args.layers_only else setup.shapes:

@@ -26,6 +26,8 @@ it only when a Triton backend is asked for.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import triton
 import triton.language as tl
@@ -37,8 +39,23 @@ from .triton_topk import BINS, BITS, radix_pick_kernel
 MAX_KEY = 2**63 - 1  # above every key: no entry reaches it
 _MAX_KEY = tl.constexpr(MAX_KEY)
 INF_BITS = 0x7F800000  # the bits of fp32 +inf: above every finite magnitude
-LINE_BLOCK = 8  # lines per program
-ELEMENT_BLOCK = 256  # entries of a line per loop step
+
+
+@dataclass(frozen=True)
+class ProjectTile:
+    """What one program of every projection kernel covers: ``line_block`` lines (rows or
+    columns), ``element_block`` entries of each per loop step, with ``num_warps`` warps."""
+
+    line_block: int = 4
+    element_block: int = 128
+    num_warps: int = 4
+
+
+PROJECT_TILE = ProjectTile()
+"""Unmeasured on a GPU; chosen as the largest candidate of ``bench.PROJECT_TILES`` whose
+kernels all compile to at most 96 registers per thread for sm_90 (8 × 256 needed up to 255:
+low occupancy for kernels that stream the weight). ``bench.py`` sweeps the candidates on a
+GPU and uses the fastest for the rest of its run."""
 
 
 @triton.jit
@@ -135,6 +152,16 @@ def _copy_kernel(w, row_floor, col_floor, threshold, starts, counts, slot_col, s
         tl.store(counts + lines, total, mask=line_ok)
 
 
+def _grid(n_lines: int) -> tuple[int]:
+    return (triton.cdiv(n_lines, PROJECT_TILE.line_block),)
+
+
+def _blocks() -> dict[str, int]:
+    tile = PROJECT_TILE
+    return dict(LINE_BLOCK=tile.line_block, ELEMENT_BLOCK=tile.element_block,
+                num_warps=tile.num_warps)
+
+
 def _select(weight: Tensor, row_floor: Tensor, col_floor: Tensor, k: int,
             index_bits: int) -> Tensor:
     """``[1]``: the ``k``-th largest score (1 <= k <= numel), by radix select."""
@@ -145,10 +172,9 @@ def _select(weight: Tensor, row_floor: Tensor, col_floor: Tensor, k: int,
     hist = torch.zeros((1, BINS), dtype=torch.int32, device=device)
     digits = triton.cdiv(31 + index_bits, BITS)  # scores lie below 2**(31 + index_bits)
     for shift in range((digits - 1) * BITS, -1, -BITS):
-        _score_histogram_kernel[(triton.cdiv(n_rows, LINE_BLOCK),)](
+        _score_histogram_kernel[_grid(n_rows)](
             weight, row_floor, col_floor, prefix, hist, n_rows, n_cols, weight.numel(),
-            index_bits, INF_BITS << index_bits, SHIFT=shift, BITS=BITS, LINE_BLOCK=LINE_BLOCK,
-            ELEMENT_BLOCK=ELEMENT_BLOCK,
+            index_bits, INF_BITS << index_bits, SHIFT=shift, BITS=BITS, **_blocks(),
         )
         radix_pick_kernel[(1,)](hist, prefix, remaining, BITS=BITS)
     return prefix
@@ -161,10 +187,9 @@ def _floors(weight: Tensor, floor: int, index_bits: int, row_lines: bool) -> Ten
     n_lines, n_elements = (n_rows, n_cols) if row_lines else (n_cols, n_rows)
     out = torch.full((n_lines,), MAX_KEY, dtype=torch.int64, device=weight.device)
     if floor > 0:
-        _floor_kernel[(triton.cdiv(n_lines, LINE_BLOCK),)](
+        _floor_kernel[_grid(n_lines)](
             weight, out, n_lines, n_elements, n_cols, weight.numel(), index_bits,
-            FLOOR=floor, ROW_LINES=row_lines, LINE_BLOCK=LINE_BLOCK,
-            ELEMENT_BLOCK=ELEMENT_BLOCK,
+            FLOOR=floor, ROW_LINES=row_lines, **_blocks(),
         )
     return out
 
@@ -191,14 +216,14 @@ def project_triton(weight: Tensor, k: int, min_per_row: int, min_per_col: int,
     copies = []
     for row_lines in (True, False):
         n_lines, n_elements = (n_rows, n_cols) if row_lines else (n_cols, n_rows)
-        grid = (triton.cdiv(n_lines, LINE_BLOCK),)
+        grid = _grid(n_lines)
         counts = torch.empty(n_lines, dtype=torch.int64, device=device)
         slot_col = torch.zeros(capacity, dtype=torch.int32, device=device)
         slot_row = torch.full((capacity,), n_lines - 1, dtype=torch.int32, device=device)
         slot_val = torch.zeros(capacity, dtype=weight.dtype, device=device)
         args = (weight, row_floor, col_floor, threshold)
         sizes = (n_lines, n_elements, n_cols, n, index_bits, capacity)
-        blocks = dict(ROW_LINES=row_lines, LINE_BLOCK=LINE_BLOCK, ELEMENT_BLOCK=ELEMENT_BLOCK)
+        blocks = dict(ROW_LINES=row_lines, **_blocks())
         _copy_kernel[grid](*args, counts, counts, slot_col, slot_row, slot_val, mask, *sizes,
                            SCATTER=False, **blocks)
         ends = counts.cumsum(0)

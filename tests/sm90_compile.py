@@ -31,7 +31,9 @@ def compile_launch(launch: dict) -> None:
     constexprs = {p.name: launch["args"][p.name] for p in kernel.params if p.is_constexpr}
     signature = {p.name: "constexpr" if p.is_constexpr else launch["args"][p.name]
                  for p in kernel.params}
-    compiled = triton.compile(ASTSource(kernel, signature, constexprs), target=TARGET)
+    options = {k: launch["args"][k] for k in ("num_warps", "num_stages") if k in launch["args"]}
+    compiled = triton.compile(ASTSource(kernel, signature, constexprs), target=TARGET,
+                              options=options)
     if "cubin" not in compiled.asm:
         raise RuntimeError("no cubin")
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from sparsecircuits.kernels import bench, dispatch
+from sparsecircuits.kernels import bench, dispatch, triton_project
 
 pytestmark = pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
 
@@ -22,6 +22,7 @@ def test_bench_writes_every_section(tmp_path, monkeypatch, request, layers_only)
                               mask_backends=("torch",) if layers_only else ("torch", "triton"))
     monkeypatch.setattr(bench, "CPU", toy)
     monkeypatch.setattr(bench, "OFF_GRID", ((80, 80, 0.02),))
+    monkeypatch.setattr(triton_project, "PROJECT_TILE", triton_project.PROJECT_TILE)  # swept
     check = bench.check_correctness
     monkeypatch.setattr(bench, "check_correctness",
                         lambda setup: check(setup, 4, 40, mask_shapes=((5, 7, 2),)))
@@ -49,3 +50,6 @@ def test_bench_writes_every_section(tmp_path, monkeypatch, request, layers_only)
         assert all(isinstance(mask["ms"][name], float) for name in (
             "update_with_floors_torch", "update_with_floors_triton", "update_fused_triton"))
         assert len(report["correctness"]["masks"]) == 10
+        tiles = report["project_tiles"]
+        assert len(tiles["tiles"]) == len(bench.PROJECT_TILES)
+        assert tiles["chosen"] in [row["tile"] for row in tiles["tiles"]]

@@ -52,6 +52,7 @@ def record_launches(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
     def recording(self, *args, grid, warmup, **kwargs):
         named = dict(zip(self.arg_names, args, strict=False)) | kwargs
         constexprs = {p for p, a in self.fn.__annotations__.items() if "constexpr" in str(a)}
+        constexprs |= {"num_warps", "num_stages"}  # launch options: kept as values
         types = {name: value if name in constexprs else triton_type(value)
                  for name, value in named.items()}
         launch = {"module": self.fn.__module__, "kernel": self.fn.__name__, "args": types}
