@@ -248,7 +248,8 @@ def test_compare_runs_with_circuits(run: Path, tmp_path: Path) -> None:
     summary = RunAnalysis.load(run).summary()
     assert summary["a.solved_fraction"] == pytest.approx(5 / 6)
     assert summary["b.noise_floor.edges"] == pytest.approx(0.5)
-    assert any("a: no solved re-extraction" in note for note in summary["notes"])
+    assert any("a: no re-extraction (a.seed<k>.json) where it is solved" in note
+               for note in summary["notes"])
 
 
 def test_a_task_never_solved_is_noted_as_such(run: Path) -> None:
@@ -258,7 +259,7 @@ def test_a_task_never_solved_is_noted_as_such(run: Path) -> None:
         path.write_text(json.dumps(data))
     notes = RunAnalysis.load(run).summary()["notes"]
     assert "a: unsolved at every checkpoint, no circuit to follow" in notes
-    assert not any(note.startswith("a: no solved re-extraction") for note in notes)
+    assert not any(note.startswith("a: no re-extraction") for note in notes)
 
 
 # --- exports ------------------------------------------------------------------------------------

@@ -680,9 +680,9 @@ class RunAnalysis:
             if not any(solved):
                 notes.append(f"{name}: unsolved at every checkpoint, no circuit to follow")
             elif np.all(np.isnan(c.noise["edges"])):
-                notes.append(f"{name}: no solved re-extraction beside a solved circuit "
-                             f"({name}.seed<k>.json), noise floor nan; read its Jaccard changes "
-                             "without one")
+                notes.append(f"{name}: no re-extraction ({name}.seed<k>.json) where it is "
+                             "solved, noise floor nan (`extract --seeds 3` makes them); read its "
+                             "Jaccard changes without one")
         if len(t.tasks) > 1:
             final = t.overlap("edges")[-1]
             out["overlap.edges.final_mean"] = _nanmean(final[~np.eye(len(t.tasks), dtype=bool)])
