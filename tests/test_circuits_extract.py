@@ -18,7 +18,7 @@ from test_circuits_planted import (
 
 from sparsecircuits.checkpoint import save_checkpoint
 from sparsecircuits.circuits.extract import extract_run, read_circuits, read_weight_graph
-from sparsecircuits.config import Config
+from sparsecircuits.config import Config, ConfigError
 
 __all__ = ["one_thread", "planted_task"]  # fixtures used here
 
@@ -76,3 +76,15 @@ def test_extract_run_skips_done_work_and_resumes(run_dir: Path, planted_task: st
     assert done.stat().st_mtime_ns == before
     assert read_circuits(run_dir)[10][PLANTED].graph["solved"]
     assert not list(root.rglob("*.tmp"))
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ({"seeds": 0}, "--seeds: must be at least 1, got 0"),
+    ({"threads": 0}, "--threads: must be at least 1, got 0"),
+    ({"tasks": ["nope"]}, "--tasks: unknown task"),
+])
+def test_extract_run_refuses_bad_arguments_before_writing(run_dir: Path, args: dict,
+                                                          message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        extract_run(run_dir, progress=False, **args)
+    assert not (run_dir / "circuits").exists()

@@ -91,6 +91,10 @@ def extract_run(
     whole weight graph is written as GraphML only with ``weight_graph_graphml`` (about 10 MB
     and 0.1 s per tiny checkpoint with :func:`~sparsecircuits.circuits.graphml.graphml_text`;
     the JSON holds the same graph)."""
+    if seeds < 1:
+        raise ConfigError(f"--seeds: must be at least 1, got {seeds}")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"--threads: must be at least 1, got {threads}")
     run_dir = Path(run_dir)
     run_config = read_run_config(run_dir)
     threads = threads or run_config.run.threads
