@@ -1,6 +1,7 @@
 """Circuit extraction cost per task per checkpoint, beside the training time between checkpoints.
 
     .venv/bin/python benchmarks/extraction_cost.py RUN_DIR [--threads 2] [--checkpoints 6]
+                                                   [--json FILE]
 
 Both are timed in this process, with the same thread count: training by running one block of the
 run's schedule (``schedule.steps_per_block`` steps from its final weights, plus the evaluation at
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -50,6 +52,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--checkpoints", type=int, default=6)
     parser.add_argument("--tasks", nargs="*", default=None)
+    parser.add_argument("--json", type=Path, help="also write the results to this file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     before = training_block_seconds(args.run_dir)
@@ -81,7 +84,15 @@ def main() -> None:
               f"({train_s:.1f} s for {steps} steps + {eval_s:.1f} s evaluation)")
     print(f"extraction per checkpoint (warm, all tasks): {mean:.1f} s; first (cold): "
           f"{rows[0]['seconds']:.1f} s")
-    print(f"warm extraction / training: {mean / (sum(training) / 2):.2f}")
+    ratio = mean / (sum(training) / 2)
+    print(f"warm extraction / training: {ratio:.2f}")
+    if args.json:
+        args.json.write_text(json.dumps({
+            "run_dir": str(args.run_dir), "threads": args.threads, "checkpoints": rows,
+            "training_s": {"before": before, "after": after},
+            "warm_extraction_s": mean, "warm_extraction_over_training": ratio,
+            "load_average": list(os.getloadavg()),
+        }, indent=1) + "\n")
 
 
 if __name__ == "__main__":
