@@ -33,16 +33,23 @@ def capacity_of(weight: Tensor, k: int, min_per_row: int, min_per_col: int) -> i
     return min(weight.numel(), k + min_per_row * rows + min_per_col * cols)
 
 
+def _checked_capacity(weight: Tensor, k: int, min_per_row: int, min_per_col: int,
+                      capacity: int | None) -> int:
+    """``capacity``, or :func:`capacity_of` when None, once the arguments are known good."""
+    if weight.dim() != 2:
+        raise ValueError(f"project takes a 2-D weight, got shape {tuple(weight.shape)}")
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    return capacity_of(weight, k, min_per_row, min_per_col) if capacity is None else capacity
+
+
 def project_torch(
     weight: Tensor, k: int, *, min_per_row: int = 0, min_per_col: int = 0,
     capacity: int | None = None,
 ) -> Projection:
     """The projection of a 2-D ``weight`` (see module doc); ``capacity`` slots per CSR copy
     (default :func:`capacity_of`)."""
-    if weight.dim() != 2:
-        raise ValueError(f"project takes a 2-D weight, got shape {tuple(weight.shape)}")
-    if capacity is None:
-        capacity = capacity_of(weight, k, min_per_row, min_per_col)
+    capacity = _checked_capacity(weight, k, min_per_row, min_per_col, capacity)
     mask = topk_mask_torch(weight, k, min_per_row=min_per_row, min_per_col=min_per_col)
     masked = weight * mask
     return Projection(mask, compress(masked, capacity), compress(masked.t(), capacity))
@@ -59,11 +66,6 @@ def project(
                              capacity=capacity)
     if backend != "triton":
         raise ValueError(f"unknown backend {backend!r} for project: torch or triton")
-    if weight.dim() != 2:
-        raise ValueError(f"project takes a 2-D weight, got shape {tuple(weight.shape)}")
-    if k < 0:
-        raise ValueError(f"k must be >= 0, got {k}")
-    if capacity is None:
-        capacity = capacity_of(weight, k, min_per_row, min_per_col)
+    capacity = _checked_capacity(weight, k, min_per_row, min_per_col, capacity)
     module = load_triton_module("triton_project", weight)
     return Projection(*module.project_triton(weight, k, min_per_row, min_per_col, capacity))
