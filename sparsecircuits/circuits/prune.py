@@ -68,11 +68,12 @@ class PruneConfig:
     cold_steps: int = 60
     """Mask-training steps from a cold start."""
     lr: float = 0.01
-    """Adam's learning rate on the mask logits. At 0.02, 35 of 126 extractions of the demo
-    run (19 checkpoints, 3 seeds) collapsed: Adam moves every logit the penalty alone pushes
-    by the same step, they cross zero together, and the trained mask's own node set sat at
-    chance loss (0.69), leaving the search to climb to 1,000-2,900 nodes. At 0.01 (45 cold
-    steps) none did; 5 ended within 0.06 above the target and the search fixed them."""
+    """Adam's learning rate on the mask logits. At 0.02 (30 cold steps) masks collapsed: Adam
+    moves every logit the penalty alone pushes by the same step, they cross zero together, the
+    trained mask's own node set sits near chance loss and the search climbs to 1,000-2,900
+    nodes. On a fresh ``tiny`` run (19 checkpoints, 3 seeds) 21 of 105 solved extractions
+    ended above 1,000 nodes at 0.02, 3 at 0.01 with 60 cold steps; the mean node Jaccard
+    between seeds rose from 0.50 to 0.64."""
     penalty: float = 3e-4
     """Added to the loss per kept node."""
     rows: int = 16
