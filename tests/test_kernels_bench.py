@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+
 from sparsecircuits.kernels import bench, dispatch, triton_project
 
 pytestmark = [

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from sparsecircuits.kernels import project, sparse_linear, topk_mask, triton_available
 
 pytestmark = [

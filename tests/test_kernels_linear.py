@@ -12,6 +12,7 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+
 from sparsecircuits.kernels import (
     choose_backend,
     compress,

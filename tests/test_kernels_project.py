@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from sparsecircuits.kernels import project, project_torch, triton_available
 
 pytestmark = [

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from sparsecircuits.kernels import topk_mask, topk_mask_torch, triton_available
 
 # triton 3.6's interpreter reads loop bounds through a 1-element array (fine below numpy 2.4)
