@@ -562,7 +562,7 @@ def write_table(layers: list[dict], setup: Setup) -> Path:
         f'"""{device.upper()} {dtype} timings for ``dispatch.py``, '
         "written by\n``python -m sparsecircuits.kernels.bench --write-table``.\n\n"
         f"Layer forward+backward, T = {setup.tokens}, {setup.dtype}, "
-        f"torch threads: {torch.get_num_threads()}, {_device_name(setup.device)}.\n"
+        f"torch threads: {torch.get_num_threads()}, {device_name(setup.device)}.\n"
         f'Rows: (in_features, out_features, density, dense ms, {setup.ours} ms).\n"""\n\n'
         f"TIMINGS_MS: list[tuple[int, int, float, float, float]] = [\n{rows}]\n"
     )
@@ -598,7 +598,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     report: dict = {
-        "device": _device_name(setup.device),
+        "device": device_name(setup.device),
         "versions": {"torch": torch.__version__, "triton": _triton_version(),
                      "python": platform.python_version()},
         "threads": torch.get_num_threads(),
@@ -664,7 +664,8 @@ def main() -> None:
         print(f"wrote {write_table(layers, setup)}")
 
 
-def _device_name(device: torch.device) -> str:
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model name and core count."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     cpuinfo = Path("/proc/cpuinfo")
