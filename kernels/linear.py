@@ -5,9 +5,10 @@ Forward and input gradient run on compressed copies of the weight (``compress(W)
 gradient is dense by default, as in the circuit-sparsity recipe, so pruned weights can regrow;
 ``weight_grad="mask"`` samples it at the nonzeros only (a Top-KAST-like variant).
 
-Activations go feature-major into the sparse kernels (one transpose of ``x`` and of ``dY``);
-the output comes back as a ``[T, N]`` view, whose storage is feature-major on the torch
-backend, so a following ``sparse_linear`` needs no copy of its input.
+Activations go feature-major into the sparse kernels (one transpose of ``x`` and of ``dY``).
+The output is ``[T, N]``: row-major on the torch backend (what the ops after a layer run
+fastest on, on a CPU), a view of feature-major storage with Triton's default tile (so a
+following ``sparse_linear`` needs no copy of its input).
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def sparse_linear(
     zeroes the weight gradient off the nonzeros. ``nnz`` (optional) is a static capacity of at
     least the number of nonzeros, e.g. the top-k budget; given, the sparse backends need no host
     synchronisation. The weight's values are cast to ``x``'s dtype; gradients come back in the
-    dtypes of their inputs. The result may be a non-contiguous (feature-major) view.
+    dtypes of their inputs. On Triton the result may be a non-contiguous (feature-major) view.
     """
     if weight_grad not in ("dense", "mask"):
         raise ValueError(f"weight_grad must be 'dense' or 'mask', got {weight_grad!r}")
