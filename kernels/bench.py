@@ -575,7 +575,7 @@ def write_table(layers: list[dict], setup: Setup) -> Path:
         f'"""{device.upper()} {dtype} timings for ``dispatch.py``, '
         "written by\n``python -m sparsecircuits.kernels.bench --write-table``.\n\n"
         f"Layer forward+backward, T = {setup.tokens}, {setup.dtype}, fastest of "
-        f"{setup.layer_rounds} interleaved rounds, torch threads: {torch.get_num_threads()}, "
+        f"{setup.layer_rounds} interleaved rounds,\ntorch threads: {torch.get_num_threads()}, "
         f"{device_name(setup.device)}.\n"
         f'Rows: (in_features, out_features, density, dense ms, {setup.ours} ms).\n"""\n\n'
         f"TIMINGS_MS: list[tuple[int, int, float, float, float]] = [\n{rows}]\n"

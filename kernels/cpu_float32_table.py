@@ -1,7 +1,8 @@
 """CPU float32 timings for ``dispatch.py``, written by
 ``python -m sparsecircuits.kernels.bench --write-table``.
 
-Layer forward+backward, T = 4096, torch.float32, fastest of 3 interleaved rounds, torch threads: 2, AMD EPYC (2 cores).
+Layer forward+backward, T = 4096, torch.float32, fastest of 3 interleaved rounds,
+torch threads: 2, AMD EPYC (2 cores).
 Rows: (in_features, out_features, density, dense ms, torch ms).
 """
 
