@@ -450,12 +450,12 @@ def find_circuit(
     pruner = _Pruner(model, config)
     nodes = node_ids(model)
     with _frozen(model):
-        evals = eval_set(task, model.cfg.n_ctx, config.eval_examples)
-        baseline = pruner.baseline(task)
         loss_full = evaluate(model, task, config.eval_examples)[0]
         if loss_full > config.target_loss:
             return Circuit(task, _circuit_graph(weight_graph, [], config, task, seed, False,
                                                 loss_full), None)
+        evals = eval_set(task, model.cfg.n_ctx, config.eval_examples)
+        baseline = pruner.baseline(task)
         generator = _task_generator(seed, task)
         start, steps = warm, config.steps
         if start is None:
