@@ -3,6 +3,7 @@
     sparsecircuits train CONFIG_OR_PRESET [--set section.field=value ...] [--out DIR] [--resume]
     sparsecircuits extract RUN_DIR [--tasks T ...] [--seeds N] [--threads N]
     sparsecircuits timeline RUN_DIR [--control RUN_DIR]
+    sparsecircuits view RUN_DIR [--html OUT.html] [--task T ...]
     sparsecircuits demo [--out DIR]
 """
 
@@ -39,6 +40,13 @@ def _timeline(args: argparse.Namespace) -> None:
 
     export_run(Path(args.run_dir))
     print(timeline_report(Path(args.run_dir), control=args.control and Path(args.control)))
+
+
+def _view(args: argparse.Namespace) -> None:
+    from sparsecircuits.viewer import export_html
+
+    path = export_html(Path(args.run_dir), args.html and Path(args.html), task=args.task)
+    print(path)
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -83,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     timeline.add_argument("run_dir")
     timeline.add_argument("--control", help="a run that differs only in schedule, to compare")
     timeline.set_defaults(func=_timeline)
+
+    view = commands.add_parser("view", help="the circuit viewer as one self-contained HTML page")
+    view.add_argument("run_dir")
+    view.add_argument("--html", help="where to write the page (default: RUN_DIR/viewer.html)")
+    view.add_argument("--task", nargs="+", help="open on these tasks' circuits")
+    view.set_defaults(func=_view)
 
     demo = commands.add_parser("demo", help="train tiny, extract its circuits, summarise")
     demo.add_argument("--out", default="runs/demo")
