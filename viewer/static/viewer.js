@@ -8,7 +8,8 @@
 //
 // A small API for tests and benchmarks: the root element carries data-step-index,
 // data-edges-drawn, data-dying-drawn, data-nodes-drawn, data-frame-ms and data-ready; and
-// `root.scv` (also `window.scv`, the last viewer made) has setStep(i), set(state), state().
+// `root.scv` (also `window.scv`, the last viewer made) has setStep(i), set(state), state() and
+// nodePoint(id).
 
 const OKABE_ITO = ["#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#000000",
   "#F0E442"];
@@ -318,6 +319,12 @@ class Viewer {
       state: () => this.stateSnapshot(),
       frames: this.frames,
       timeline: this.d,
+      // client coordinates of a node, for tests that hover and click it
+      nodePoint: (id) => {
+        const i = this.nodeIndex().get(id);
+        const r = this.canvas.getBoundingClientRect();
+        return i === undefined ? null : { x: r.left + this.sx[i], y: r.top + this.sy[i] };
+      },
     };
     window.scv = this.root.scv;
     this.root.dataset.ready = "1";
