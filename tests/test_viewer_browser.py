@@ -129,8 +129,14 @@ def test_screenshot_is_not_blank(page, tmp_path: Path) -> None:
     png = page.screenshot(path=str(tmp_path / "viewer.png"), full_page=True)
     assert len(png) > 20_000
     colours = page.evaluate("""() => {
-        const c = document.querySelector('.scv-canvas');
-        const data = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        const v = document.querySelector('.scv');
+        const front = v.querySelector('.scv-canvas');
+        const c = document.createElement('canvas');
+        c.width = front.width;
+        c.height = front.height;
+        const ctx = c.getContext('2d');
+        for (const layer of v.querySelectorAll('.scv-graph canvas')) ctx.drawImage(layer, 0, 0);
+        const data = ctx.getImageData(0, 0, c.width, c.height).data;
         let coloured = 0;
         for (let i = 0; i < data.length; i += 4)
           if (data[i] < 200 || data[i + 1] < 200 || data[i + 2] < 200) coloured++;
