@@ -26,8 +26,9 @@ array                       dtype     shape      what
 ``node_site``               u2        N          index into ``header.sites``
 ``node_channel``            u2        N          channel; the node id is ``site:channel``
 ``node_x``, ``node_y``      f4        N          the shared layered layout (``circuits.layout``)
-``edge_source``             u4        E          node index of the edge's source
-``edge_target``             u4        E          node index of its target
+``edge_source``             u2 or u4  E          node index of the edge's source (u4 only
+                                                 when N > 65,536)
+``edge_target``             u2 or u4  E          node index of its target
 ``edge_kind``               u1        E          index into ``header.kinds``
 ``edge_param``              u2        E          index into ``header.params``
 ``edge_present``            u1        T, ⌈E/8⌉   presence bitset per checkpoint: edge e is
@@ -194,8 +195,9 @@ def encode(run: Any) -> bytes:
     params = list(dict.fromkeys(str(key[2]) for key in edges.keys))
     kind_index = {k: i for i, k in enumerate(kinds)}
     param_index = {p: i for i, p in enumerate(params)}
-    arrays["edge_source"] = np.array([node_index[k[0]] for k in edges.keys], dtype=np.uint32)
-    arrays["edge_target"] = np.array([node_index[k[1]] for k in edges.keys], dtype=np.uint32)
+    index_type = np.uint16 if len(node_ids) <= 65536 else np.uint32
+    arrays["edge_source"] = np.array([node_index[k[0]] for k in edges.keys], dtype=index_type)
+    arrays["edge_target"] = np.array([node_index[k[1]] for k in edges.keys], dtype=index_type)
     arrays["edge_kind"] = np.array([kind_index[str(a.get("kind", ""))] for a in edges.attrs],
                                    dtype=np.uint8)
     arrays["edge_param"] = np.array([param_index[str(k[2])] for k in edges.keys],

@@ -11,9 +11,13 @@
 // `root.scv` (also `window.scv`, the last viewer made) has setStep(i), set(state), state() and
 // nodePoint(id).
 
-const OKABE_ITO = ["#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#000000",
-  "#F0E442"];
+// Okabe & Ito's colour-blind-safe palette: blue and vermillion for the sign of a weight, the
+// other six for tasks and sources (then blue and vermillion again beyond six)
+const TASK_COLORS = ["#E69F00", "#56B4E9", "#009E73", "#CC79A7", "#000000", "#F0E442", "#0072B2",
+  "#D55E00"];
 const SIGN_COLORS = ["#0072B2", "#D55E00"]; // positive, negative
+// residual (norm gain) and qk (fixed 1/sqrt(d_head)) edges carry no learned weight matrix entry
+const STRUCTURAL_COLOR = "#a8a8a8";
 const STATUS = ["persistent", "born", "revived", "dying"];
 const STATUS_COLORS = ["#9a9a9a", "#009E73", "#0072B2", "#D55E00"];
 const WARMUP_COLOR = "#d9d9d9";
@@ -389,7 +393,7 @@ class Viewer {
       ...this.d.h.checkpoints.sources];
     const colors = new Map();
     for (const name of names) {
-      if (!colors.has(name)) colors.set(name, OKABE_ITO[colors.size % OKABE_ITO.length]);
+      if (!colors.has(name)) colors.set(name, TASK_COLORS[colors.size % TASK_COLORS.length]);
     }
     return colors;
   }
@@ -611,7 +615,8 @@ class Viewer {
     const dst = d.a.edge_target;
     const kind = d.a.edge_kind;
     const first = status ? d.firstSeen() : null;
-    const nColors = Math.max(STATUS.length, OKABE_ITO.length, 2);
+    const structural = Math.max(STATUS.length, TASK_COLORS.length, 2); // its colour index
+    const nColors = structural + 1;
     const nBuckets = 2 * nColors * WIDTHS.length; // dim bit, colour, width
     const counts = new Uint32Array(nBuckets + 1);
     const n = idx.length;
@@ -649,13 +654,13 @@ class Viewer {
         }
         if (!bits) continue;
         if (multi) {
-          colour = OKABE_ITO.indexOf(this.sourceColor.get(d.tasks[circuits[31 - Math.clz32(bits & -bits)]].name));
+          colour = TASK_COLORS.indexOf(this.sourceColor.get(d.tasks[circuits[31 - Math.clz32(bits & -bits)]].name));
         }
       }
-      if (colour === undefined) {
-        if (status) {
-          colour = t > 0 && d.present(e, t - 1) ? 0 : first[e] === t ? 1 : 2;
-        } else colour = weight >= 0 ? 0 : 1;
+      if (!status && (kind[e] === d.kindQK || kind[e] === d.kindResidual)) colour = structural;
+      else if (colour === undefined) {
+        if (status) colour = t > 0 && d.present(e, t - 1) ? 0 : first[e] === t ? 1 : 2;
+        else colour = weight >= 0 ? 0 : 1;
       }
       bucketOf[m] = bucket(e, weight, colour);
       drawnEdges[m] = e;
@@ -699,30 +704,44 @@ class Viewer {
     // edges, dimmed buckets first
     const sx = this.sx;
     const sy = this.sy;
-    const palette = inCircuitView && multi ? OKABE_ITO : status ? STATUS_COLORS : SIGN_COLORS;
-    const alpha = inCircuitView || anyPinned ? 0.85 : 0.45;
+    const palette = [...(inCircuitView && multi ? TASK_COLORS : status ? STATUS_COLORS
+      : SIGN_COLORS)];
+    palette[structural] = STRUCTURAL_COLOR;
+    const alpha = inCircuitView || anyPinned ? 0.85 : 0.14;
     const ectx = this.edgeCtx;
     ectx.clearRect(0, 0, this.width, this.height);
     ectx.lineCap = "butt";
+    // dimmed first, thin before thick; within a width the colours take turns in chunks, so
+    // that no colour is painted over the others wholesale where edges are dense
+    const CHUNK = 512;
+    const next = new Uint32Array(nColors);
     for (const dim of [1, 0]) {
-      for (let c = 0; c < nColors; c++) {
-        for (let wb = 0; wb < WIDTHS.length; wb++) {
-          const b = (dim * nColors + c) * WIDTHS.length + wb;
-          if (starts[b] === starts[b + 1]) continue;
-          ectx.strokeStyle = palette[c] || "#777";
-          ectx.lineWidth = WIDTHS[wb];
-          ectx.globalAlpha = dim ? 0.08 : alpha;
-          ectx.beginPath();
-          for (let k = starts[b]; k < starts[b + 1]; k++) {
-            const e = drawnEdges[order[k]];
-            const s = src[e];
-            const r = dst[e];
-            ectx.moveTo(sx[s], sy[s]);
-            if (kind[e] === d.kindQK) {
-              ectx.quadraticCurveTo((sx[s] + sx[r]) / 2, sy[s] - this.bandGap * 0.45, sx[r], sy[r]);
-            } else ectx.lineTo(sx[r], sy[r]);
+      for (let wb = 0; wb < WIDTHS.length; wb++) {
+        ectx.lineWidth = WIDTHS[wb];
+        for (let c = 0; c < nColors; c++) next[c] = starts[(dim * nColors + c) * WIDTHS.length + wb];
+        for (let left = true; left;) {
+          left = false;
+          for (let c = 0; c < nColors; c++) {
+            const b = (dim * nColors + c) * WIDTHS.length + wb;
+            const from = next[c];
+            const to = Math.min(starts[b + 1], from + CHUNK);
+            if (from >= to) continue;
+            next[c] = to;
+            if (to < starts[b + 1]) left = true;
+            ectx.strokeStyle = palette[c] || "#777";
+            ectx.globalAlpha = dim ? 0.06 : c === structural ? alpha * 0.7 : alpha;
+            ectx.beginPath();
+            for (let k = from; k < to; k++) {
+              const e = drawnEdges[order[k]];
+              const s = src[e];
+              const r = dst[e];
+              ectx.moveTo(sx[s], sy[s]);
+              if (kind[e] === d.kindQK) {
+                ectx.quadraticCurveTo((sx[s] + sx[r]) / 2, sy[s] - this.bandGap * 0.45, sx[r], sy[r]);
+              } else ectx.lineTo(sx[r], sy[r]);
+            }
+            ectx.stroke();
           }
-          ectx.stroke();
         }
       }
     }
@@ -857,6 +876,7 @@ class Viewer {
     } else if (this.colorBy === "status") {
       items = STATUS.map((s, i) => [STATUS_COLORS[i], s]);
     } else items = [[SIGN_COLORS[0], "w > 0"], [SIGN_COLORS[1], "w < 0"]];
+    if (this.colorBy !== "status") items.push([STRUCTURAL_COLOR, "residual / qk"]);
     this.edgeLegend.innerHTML = "edges: " + items.map(([col, label]) =>
       `<span><span class="scv-chip" style="background:${col}"></span>${escapeHtml(label)}</span>`)
       .join(" ") + ' <span class="scv-muted">width ∝ |w|</span>';
@@ -1008,7 +1028,7 @@ class Viewer {
     const cl = 40;
     const ct = 24;
     const cwid = W - cl - 12;
-    const chei = 230 - ct - 44;
+    const chei = 230 - ct - 58;
     let hi = 0;
     for (const name of shown) {
       const j = loss.sources.indexOf(name);
@@ -1039,7 +1059,7 @@ class Viewer {
     for (const v of [0, hi / 2, hi / 1.05]) c2.fillText(fmt(v, 2), cl - 4, Y(v));
     c2.textAlign = "center";
     c2.textBaseline = "top";
-    c2.fillText("step", cl + cwid / 2, ct + chei + 16);
+    c2.fillText("step", cl + cwid / 2, ct + chei + 14);
     c2.fillText(String(s0), cl, ct + chei + 3);
     c2.fillText(String(s1), cl + cwid - 8, ct + chei + 3);
     for (const name of shown) {
@@ -1056,14 +1076,14 @@ class Viewer {
       }
       c2.stroke();
     }
-    // legend under the axis
+    // legend under the axis, wrapping onto a second line
     c2.textAlign = "left";
     let lx = cl;
-    const ly = ct + chei + 30;
+    let ly = ct + chei + 28;
     for (const name of shown) {
-      const label = name.length > 14 ? name.slice(0, 13) + "…" : name;
+      const label = name.length > 16 ? name.slice(0, 15) + "…" : name;
       const wText = c2.measureText(label).width;
-      if (lx + 14 + wText > W - 4) break;
+      if (lx + 14 + wText > W - 4) { lx = cl; ly += 13; }
       c2.fillStyle = this.sourceColor.get(name) || "#777";
       c2.fillRect(lx, ly + 2, 10, 6);
       c2.fillStyle = "#333";
