@@ -27,4 +27,4 @@ test: $(STAMP) $(CHROMIUM)
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/train_throughput.py
-	$(VENV)/bin/python -m sparsecircuits.kernels.bench
+	$(VENV)/bin/python benchmarks/kernels_bench.py

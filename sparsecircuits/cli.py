@@ -3,6 +3,7 @@
     sparsecircuits train CONFIG_OR_PRESET [--set section.field=value ...] [--out DIR] [--resume]
     sparsecircuits extract RUN_DIR [--tasks T ...] [--seeds N] [--threads N]
     sparsecircuits timeline RUN_DIR [--control RUN_DIR]
+    sparsecircuits export RUN_DIR [--weight-graphml]
     sparsecircuits view RUN_DIR [--html OUT.html] [--task T ...]
     sparsecircuits demo [--out DIR]
 """
@@ -31,15 +32,30 @@ def _train(args: argparse.Namespace) -> None:
 def _extract(args: argparse.Namespace) -> None:
     from sparsecircuits.circuits.extract import extract_run
 
-    extract_run(Path(args.run_dir), tasks=args.tasks, seeds=args.seeds, threads=args.threads,
-                weight_graph_graphml=args.weight_graphml)
+    extract_run(Path(args.run_dir), tasks=args.tasks, seeds=args.seeds, threads=args.threads)
 
 
 def _timeline(args: argparse.Namespace) -> None:
-    from sparsecircuits.circuits.export import export_run, timeline_report
+    from sparsecircuits.analysis import report
+    from sparsecircuits.checkpoint import write_json
+    from sparsecircuits.run import open_run
 
-    export_run(Path(args.run_dir))
-    print(timeline_report(Path(args.run_dir), control=args.control and Path(args.control)))
+    run = open_run(args.run_dir)
+    control = open_run(args.control).analysis() if args.control else None
+    analysis = run.analysis()
+    run.dir.summary.parent.mkdir(exist_ok=True)
+    write_json(run.dir.summary, analysis.summary(), indent=1)
+    print(report(analysis, control))
+    print(f"\nwrote {run.dir.summary}")
+
+
+def _export(args: argparse.Namespace) -> None:
+    from sparsecircuits.circuits.export import export_run
+    from sparsecircuits.run import open_run
+
+    folder = export_run(open_run(args.run_dir).analysis(),
+                        weight_graph_graphml=args.weight_graphml)
+    print(f"wrote {folder}")
 
 
 def _view(args: argparse.Namespace) -> None:
@@ -83,14 +99,19 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--threads", type=int, default=None,
                          help="tasks extracted at once, one torch thread each "
                               "(default: the run's run.threads)")
-    extract.add_argument("--weight-graphml", action="store_true",
-                         help="also write each checkpoint's whole weight graph as GraphML (slow)")
     extract.set_defaults(func=_extract)
 
     timeline = commands.add_parser("timeline", help="events and recovery metrics of a run")
     timeline.add_argument("run_dir")
     timeline.add_argument("--control", help="a run that differs only in schedule, to compare")
     timeline.set_defaults(func=_timeline)
+
+    export = commands.add_parser("export", help="GEXF, GraphML, node-link JSON and CSV tables "
+                                 "of a run's timeline (large; for Gephi and other tools)")
+    export.add_argument("run_dir")
+    export.add_argument("--weight-graphml", action="store_true",
+                        help="also write each checkpoint's whole weight graph as GraphML (slow)")
+    export.set_defaults(func=_export)
 
     view = commands.add_parser("view", help="the circuit viewer as one self-contained HTML page")
     view.add_argument("run_dir")
