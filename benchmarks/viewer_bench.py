@@ -38,8 +38,7 @@ from sparsecircuits.circuits.timeline import Elements
 from sparsecircuits.config import ModelConfig
 from sparsecircuits.metrics import LossMatrix
 from sparsecircuits.viewer import _browser
-from sparsecircuits.viewer._run import as_run
-from sparsecircuits.viewer.bundle import encode
+from sparsecircuits.viewer.bundle import as_run, encode
 from sparsecircuits.viewer.page import page_html
 
 MEASURE = """async () => {

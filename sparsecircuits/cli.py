@@ -59,9 +59,10 @@ def _export(args: argparse.Namespace) -> None:
 
 
 def _view(args: argparse.Namespace) -> None:
+    from sparsecircuits import open_run
     from sparsecircuits.viewer import export_html
 
-    path = export_html(Path(args.run_dir), args.html and Path(args.html), task=args.task)
+    path = export_html(open_run(args.run_dir), args.html and Path(args.html), task=args.task)
     print(path)
 
 
@@ -115,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     view = commands.add_parser("view", help="the circuit viewer as one self-contained HTML page")
     view.add_argument("run_dir")
-    view.add_argument("--html", help="where to write the page (default: RUN_DIR/viewer.html)")
+    view.add_argument("--html", help="where to write the page (default: in RUN_DIR/viewer/)")
     view.add_argument("--task", nargs="+", help="open on these tasks' circuits")
     view.set_defaults(func=_view)
 

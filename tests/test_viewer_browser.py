@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from viewer_run import viewer_run
 
-from sparsecircuits.circuits.timeline import CircuitTimeline
+from sparsecircuits import open_run
 from sparsecircuits.viewer import _browser, decode, export_html
 from sparsecircuits.viewer.bundle import build_bundle
 
@@ -70,7 +70,7 @@ def test_page_loads_offline_without_errors(page) -> None:
 
 def test_slider_draws_the_timelines_edges_at_every_checkpoint(page, viewer_run: Path) -> None:
     page, log = page
-    present = CircuitTimeline.from_run(viewer_run).weight_graph.edges.present
+    present = open_run(viewer_run).timeline().weight_graph.edges.present
     for i in [*range(present.shape[1]), 0]:
         _slide(page, i)
         drawn = _drawn(page)

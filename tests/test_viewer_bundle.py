@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from viewer_run import viewer_run
 
+from sparsecircuits import open_run
 from sparsecircuits.circuits.layout import layout
 from sparsecircuits.circuits.timeline import CircuitTimeline
-from sparsecircuits.metrics import read_evals
+from sparsecircuits.rundir import RunDir
 from sparsecircuits.viewer.bundle import BUNDLE_FILE, build_bundle, decode, encode
 
 __all__ = ["viewer_run"]  # the fixture
@@ -20,7 +21,7 @@ __all__ = ["viewer_run"]  # the fixture
 
 @pytest.fixture(scope="module")
 def timeline(viewer_run: Path) -> CircuitTimeline:
-    return CircuitTimeline.from_run(viewer_run)
+    return open_run(viewer_run).timeline()
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +45,7 @@ def test_bundle_round_trips_the_weight_graph(bundle, timeline: CircuitTimeline) 
 
 
 def test_bundle_nodes_sit_at_the_shared_layout(bundle, viewer_run: Path) -> None:
-    from sparsecircuits.checkpoint import read_run_config
-
-    positions = layout(read_run_config(viewer_run).model)
+    positions = layout(open_run(viewer_run).config.model)
     assert bundle.node_ids == list(positions)
     xy = np.array(list(positions.values()), dtype=np.float32)
     np.testing.assert_array_equal(bundle.arrays["node_x"], xy[:, 0])
@@ -78,7 +77,7 @@ def test_bundle_round_trips_circuits(bundle, timeline: CircuitTimeline) -> None:
 
 
 def test_bundle_round_trips_the_loss_matrix(bundle, viewer_run: Path) -> None:
-    matrix = read_evals(viewer_run / "evals.jsonl")
+    matrix = open_run(viewer_run).loss_matrix()
     np.testing.assert_allclose(bundle.arrays["loss"], matrix.loss, rtol=1e-6)
     assert bundle.header["loss"]["sources"] == list(matrix.sources)
     assert bundle.header["loss"]["trained"] == list(matrix.trained)
@@ -97,13 +96,13 @@ def test_bundle_arrays_are_aligned_typed_arrays(viewer_run: Path) -> None:
 
 
 def test_bundle_is_cached_until_the_run_changes(viewer_run: Path) -> None:
-    path = viewer_run / BUNDLE_FILE
+    path = RunDir(viewer_run).viewer / BUNDLE_FILE
     first = build_bundle(viewer_run)
     assert path.read_bytes() == first
     stamp = path.stat().st_mtime_ns
     assert build_bundle(viewer_run) == first
     assert path.stat().st_mtime_ns == stamp  # reused, not rewritten
-    evals = viewer_run / "evals.jsonl"
+    evals = RunDir(viewer_run).evals
     os.utime(evals, ns=(evals.stat().st_atime_ns, evals.stat().st_mtime_ns + 10**9))
     build_bundle(viewer_run)
     assert path.stat().st_mtime_ns != stamp  # the run changed: rebuilt

@@ -2,7 +2,9 @@
 
 A browser reads it with typed-array views on one ``ArrayBuffer``: no JSON is parsed for the bulk
 data, and nothing of the JSON/GEXF exports reaches the browser. It is a cache of the run,
-written into the run folder as :data:`BUNDLE_FILE` and rebuilt when the run changes.
+written into the run's viewer folder (``RunDir.viewer``) as :data:`BUNDLE_FILE` and rebuilt
+when the run changes (any file of the run but the derived folders: viewer, figures, exports,
+analysis).
 
 Format (version :data:`VERSION`, all integers little-endian)::
 
@@ -66,16 +68,18 @@ from typing import Any
 
 import numpy as np
 
+from sparsecircuits import rundir
+from sparsecircuits.checkpoint import CheckpointError
 from sparsecircuits.circuits.layout import bands, layout
-from sparsecircuits.viewer._run import as_run
+from sparsecircuits.run import Run, open_run
 
 MAGIC = b"SCVB"
 VERSION = 1
-BUNDLE_FILE = "viewer_bundle.bin"
-"""The bundle's file name in the run folder."""
+BUNDLE_FILE = "bundle.bin"
+"""The bundle's file name in the run's viewer folder."""
 HTML_FILE = "viewer.html"
-"""The page ``sparsecircuits view`` writes into the run folder."""
-_DERIVED = {BUNDLE_FILE, HTML_FILE, "figures"}
+"""The page ``sparsecircuits view`` writes into the run's viewer folder."""
+_DERIVED = {rundir.VIEWER, rundir.FIGURES, rundir.EXPORTS, rundir.ANALYSIS}
 _DTYPES = {"u1": np.uint8, "u2": np.uint16, "u4": np.uint32, "f2": np.float16, "f4": np.float32}
 _MODEL_FIELDS = ("n_layers", "d_model", "n_heads", "d_head", "d_mlp", "vocab_size", "n_ctx")
 
@@ -149,6 +153,17 @@ def _float(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return value if math.isfinite(value) else None
+
+
+def as_run(run: Any) -> Any:
+    """A ``Run`` (or any object with its ``path``, ``config``, ``timeline()`` and
+    ``loss_matrix()``) as it is; a path opened with :func:`~sparsecircuits.open_run`."""
+    return open_run(run) if isinstance(run, str | Path) else run
+
+
+def viewer_folder(run: Any) -> Path:
+    """Where the run's bundle and page go."""
+    return run.dir.viewer if isinstance(run, Run) else rundir.RunDir(run.path).viewer
 
 
 def fingerprint(run: Any) -> str:
@@ -239,7 +254,10 @@ def encode(run: Any) -> bytes:
         })
 
     loss_header = None
-    matrix = run.loss_matrix()
+    try:
+        matrix = run.loss_matrix()
+    except CheckpointError:  # no evaluation yet
+        matrix = None
     if matrix is not None:
         arrays["loss"] = np.asarray(matrix.loss, dtype=np.float32)
         loss_header = {
@@ -312,7 +330,7 @@ def build_bundle(run: Any, *, force: bool = False) -> bytes:
     """The run's bundle: read from the run folder if it was built from the run as it is now,
     else built and written there (atomically)."""
     run = as_run(run)
-    path = Path(run.path) / BUNDLE_FILE
+    path = viewer_folder(run) / BUNDLE_FILE
     if not force and path.exists():
         data = path.read_bytes()
         try:
@@ -321,6 +339,7 @@ def build_bundle(run: Any, *, force: bool = False) -> bytes:
         except (ValueError, KeyError):
             pass
     data = encode(run)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)

@@ -15,8 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sparsecircuits.viewer._run import as_run
-from sparsecircuits.viewer.bundle import HTML_FILE, build_bundle
+from sparsecircuits.viewer.bundle import HTML_FILE, as_run, build_bundle, viewer_folder
 
 STATIC = Path(__file__).parent / "static"
 
@@ -78,10 +77,11 @@ def page_html(bundle: bytes, title: str, state: dict[str, Any] | None = None) ->
 def export_html(run: Any, path: str | Path | None = None, *, task: str | list[str] | None = None
                 ) -> Path:
     """Write the run's viewer as one self-contained HTML file (default: ``viewer.html`` in the
-    run folder) and return its path. ``task`` opens the page on that task's circuit (or several).
+    run's viewer folder) and return its path. ``task`` opens the page on that task's circuit
+    (or several).
     """
     run = as_run(run)
-    path = Path(path) if path is not None else Path(run.path) / HTML_FILE
+    path = Path(path) if path is not None else viewer_folder(run) / HTML_FILE
     tasks = [task] if isinstance(task, str) else list(task or [])
     state = {"tasks": tasks, "view": "circuits"} if tasks else {}
     text = page_html(build_bundle(run), Path(run.path).name, state)

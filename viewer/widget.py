@@ -16,8 +16,7 @@ from typing import Any
 import anywidget
 import traitlets
 
-from sparsecircuits.viewer._run import as_run
-from sparsecircuits.viewer.bundle import build_bundle, decode
+from sparsecircuits.viewer.bundle import as_run, build_bundle, decode
 from sparsecircuits.viewer.page import module_source
 
 
@@ -53,7 +52,6 @@ class CircuitViewer(anywidget.AnyWidget):
         super().__init__(bundle=data, tasks=tasks, **kwargs)
         self._run = run
         self._header = header
-        self._model_cache: tuple[int, Any] | None = None
         self.method = method
         self.on_msg(self._on_custom_msg)
 
@@ -69,11 +67,6 @@ class CircuitViewer(anywidget.AnyWidget):
     @property
     def task_names(self) -> list[str]:
         return [t["name"] for t in self._header["tasks"]]
-
-    def _model(self, step: int) -> Any:
-        if self._model_cache is None or self._model_cache[0] != step:
-            self._model_cache = (step, self._run.model(step))
-        return self._model_cache[1]
 
     def ablate(self, nodes: list[str], step_index: int | None = None,
                tasks: list[str] | None = None) -> dict[str, dict[str, float]]:
@@ -92,7 +85,7 @@ class CircuitViewer(anywidget.AnyWidget):
         index = self.step_index if index is None else int(index)
         step = int(self.steps[index])
         nodes = [str(n) for n in request.get("nodes", [])]
-        model = self._model(step)
+        model = self._run.model(step)  # the Run caches the last few
         hooked = [n for n in nodes if split_node(n)[0] in model.hook_points]
         skipped = [n for n in nodes if n not in hooked]
         results = {}
