@@ -1274,16 +1274,18 @@ class Viewer {
     let html = `<b>${ids.length} pinned node${ids.length > 1 ? "s" : ""}</b> ` +
       '<button class="scv-clear">clear</button>';
     if (canAblate) html += ' <button class="scv-ablate">ablate at this checkpoint</button>';
-    html += '<table><tr><th>node</th>' + tasks.map((task) => `<th>${escapeHtml(task.name)}</th>`).join("") + "</tr>";
+    html += '<table><tr><th>node</th><th>importance in circuits here</th></tr>';
     for (const id of ids) {
       const i = index.get(id);
-      html += `<tr><td><code>${escapeHtml(id)}</code></td>` + tasks.map((task, k) => {
+      const here = tasks.map((task, k) => {
         const c = d.circuit(k, t);
-        return `<td>${c.member[i] ? fmt(c.importance[i]) : "·"}</td>`;
-      }).join("") + "</tr>";
+        return c.member[i] ? `${escapeHtml(task.name)} ${fmt(c.importance[i])}` : null;
+      }).filter(Boolean);
+      html += `<tr><td><code>${escapeHtml(id)}</code></td><td style="text-align:left">` +
+        (here.length ? here.join(", ") : '<span class="scv-muted">none</span>') + "</td></tr>";
     }
-    html += '</table><span class="scv-muted">stored importance in each task\'s circuit at this ' +
-      "checkpoint (· = not in it)</span>";
+    html += '</table><span class="scv-muted">the stored importance of each pinned node in the ' +
+      "circuits it belongs to at this checkpoint</span>";
     const a = this.lastAblation;
     if (canAblate && a && a.step_index === t) {
       if (a.error) html += `<div style="color:#D55E00">ablation failed: ${escapeHtml(a.error)}</div>`;
