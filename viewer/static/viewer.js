@@ -263,13 +263,13 @@ function escapeHtml(text) {
     '"': "&quot;" })[c]);
 }
 
-function setupCanvas(canvas, width, height) {
+function setupCanvas(canvas, width, height, options = {}) {
   const ratio = window.devicePixelRatio || 1;
   canvas.width = Math.round(width * ratio);
   canvas.height = Math.round(height * ratio);
   canvas.style.width = `${width}px`;
   canvas.style.height = `${height}px`;
-  const ctx = canvas.getContext("2d");
+  const ctx = canvas.getContext("2d", options);
   ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
   return ctx;
 }
@@ -287,7 +287,7 @@ function viridis(x) {
 
 // --- the viewer ---------------------------------------------------------------------------
 
-export function render({ model, el }) {
+function render({ model, el }) {
   const data = parseBundle(model.get("bundle"));
   const viewer = new Viewer(model, el, data);
   return () => viewer.destroy();
@@ -946,8 +946,9 @@ class Viewer {
     const d = this.d;
     const loss = d.h.loss;
     const W = SIDE_WIDTH;
-    this.matrixCtx = setupCanvas(this.matrixCanvas, W, 270);
-    this.curvesCtx = setupCanvas(this.curvesCanvas, W, 230);
+    // read back once per resize and put back at every frame (the cursor moves over them)
+    this.matrixCtx = setupCanvas(this.matrixCanvas, W, 270, { willReadFrequently: true });
+    this.curvesCtx = setupCanvas(this.curvesCanvas, W, 230, { willReadFrequently: true });
     this.matrixBase = null;
     this.curvesBase = null;
     if (!loss) {
