@@ -1,5 +1,5 @@
 """The widget in a real JupyterLab: a server on localhost, a notebook run in headless Chromium,
-the widget's canvas drawn with the timeline's edges.
+the widget's canvas drawn with the timeline's edges, a pinned node ablated through Python.
 
 Skipped where JupyterLab or the browser is missing, except under CI (``CI=true``), where that
 fails. Requests that leave localhost (JupyterLab's news and extension-manager look-ups) are
@@ -126,6 +126,16 @@ def test_widget_draws_in_jupyterlab(lab, viewer_run: Path) -> None:
             return n;
         }""")
         assert drawn > 1000
+        # pin a node, ablate it through Python, read each task's loss change
+        node = "blocks.0.mlp.hook_post:3"
+        point = page.evaluate(f"document.querySelector('.scv').scv.nodePoint('{node}')")
+        page.mouse.click(point["x"], point["y"])
+        info = page.locator(".scv .scv-info")
+        info.locator(".scv-ablate").click()
+        info.locator("th", has_text="Δ").wait_for(timeout=120_000)
+        text = info.inner_text()
+        assert "mean-ablation at step" in text
+        assert all(task in text for task in open_run(viewer_run).timeline().tasks)
         page.screenshot(path=str(root / "jupyterlab.png"))
         assert not [e for e in errors if any(word in e for word in ours)], errors
         context.close()

@@ -25,6 +25,7 @@ const WARMUP_COLOR = "#d9d9d9";
 // strokes are at most 1 px, which Chromium draws as fast hairlines; above it 1.7 and 2.6 px
 const WIDTHS = [0.35, 0.55, 0.8, 1.0, 1.7, 2.6];
 const SIDE_WIDTH = 360;
+const CACHE_BYTES = 160e6; // pre-rendered edge layers kept (about 60 checkpoints at 1100 x 600)
 const GRAPH_HEIGHT = 600;
 
 const CSS = `
@@ -302,11 +303,14 @@ class Viewer {
     this.playing = null;
     this.lastAblation = null;
     this.frames = [];
+    this.cache = new Map();
+    this.warmTimer = null;
     this.sourceColor = this.makeSourceColors();
     this.weightRef = this.referenceWeight();
     this.build();
     this.listeners = [];
-    for (const name of ["step_index", "threshold", "view", "tasks", "color_by", "selected"]) {
+    for (const name of ["step_index", "threshold", "view", "tasks", "color_by", "selected",
+      "prerender"]) {
       const cb = () => this.draw();
       model.on(`change:${name}`, cb);
       this.listeners.push([`change:${name}`, cb]);
@@ -326,6 +330,8 @@ class Viewer {
       frames: this.frames,
       timeline: this.d,
       flush: () => this.flush(),
+      whenWarm: () => this.whenWarm(),
+      clearCache: () => this.cache.clear(),
       // client coordinates of a node, for tests that hover and click it
       nodePoint: (id) => {
         const i = this.nodeIndex().get(id);
@@ -340,6 +346,8 @@ class Viewer {
 
   destroy() {
     this.stop();
+    if (this.warmTimer) clearTimeout(this.warmTimer);
+    this.cache.clear();
     if (this.observer) this.observer.disconnect();
     for (const [name, cb] of this.listeners) this.model.off?.(name, cb);
   }
@@ -586,12 +594,21 @@ class Viewer {
 
   // -- the graph -----------------------------------------------------------------------------
 
-  draw() {
+  // the edge layer's look depends on these (and on the size)
+  frameKey(t) {
+    const tasks = this.view === "circuits" ? (this.model.get("tasks") || []).join(",") : "";
+    return [t, this.view, tasks, this.colorBy, this.threshold,
+      (this.model.get("selected") || []).join(","), this.width].join("|");
+  }
+
+  // Draw checkpoint t. With `target` (a 2D context), only its edges, into it (a pre-render).
+  draw(t = this.step, target = null) {
     if (!this.ctx) return;
     const t0 = performance.now();
     const d = this.d;
-    const t = this.step;
     const ctx = this.ctx;
+    const key = this.frameKey(t);
+    const cached = target ? null : this.cache.get(key);
     const threshold = this.threshold;
     const circuits = this.view === "circuits" ? this.selectedTasks : [];
     const inCircuitView = this.view === "circuits";
@@ -620,15 +637,12 @@ class Viewer {
     const nBuckets = 2 * nColors * WIDTHS.length; // dim bit, colour, width
     const counts = new Uint32Array(nBuckets + 1);
     const n = idx.length;
-    if (!this.bucketOf || this.bucketOf.length < d.E) {
-      this.bucketOf = new Uint16Array(d.E);
-      this.drawnEdges = new Uint32Array(d.E);
-      this.drawnWeights = new Float32Array(d.E);
-      this.order = new Uint32Array(d.E);
+    const scratchName = target ? "preScratch" : "scratch";
+    if (!this[scratchName] || this[scratchName].bucketOf.length < d.E) {
+      this[scratchName] = { bucketOf: new Uint16Array(d.E), drawnEdges: new Uint32Array(d.E),
+        drawnWeights: new Float32Array(d.E), order: new Uint32Array(d.E) };
     }
-    const bucketOf = this.bucketOf;
-    const drawnEdges = this.drawnEdges;
-    const drawnWeights = this.drawnWeights;
+    const { bucketOf, drawnEdges, drawnWeights } = this[scratchName];
     const degree = new Uint16Array(d.N);
     const ref = this.weightRef;
     let m = 0;
@@ -697,9 +711,9 @@ class Viewer {
     const starts = new Uint32Array(nBuckets + 1);
     for (let b = 0; b < nBuckets; b++) starts[b + 1] = starts[b] + counts[b];
     const fill = starts.slice(0, nBuckets);
-    const order = this.order;
+    const order = this[scratchName].order;
     for (let k = 0; k < m; k++) order[fill[bucketOf[k]]++] = k;
-    this.drawn = { count: m, edges: drawnEdges, weights: drawnWeights, t };
+    if (!target) this.drawn = { count: m, edges: drawnEdges, weights: drawnWeights, t };
 
     // edges, dimmed buckets first
     const sx = this.sx;
@@ -708,9 +722,14 @@ class Viewer {
       : SIGN_COLORS)];
     palette[structural] = STRUCTURAL_COLOR;
     const alpha = inCircuitView || anyPinned ? 0.85 : 0.14;
-    const ectx = this.edgeCtx;
+    const ectx = target || this.edgeCtx;
     ectx.clearRect(0, 0, this.width, this.height);
     ectx.lineCap = "butt";
+    if (cached) {
+      ectx.drawImage(cached, 0, 0, this.width, this.height);
+      this.cache.delete(key);
+      this.cache.set(key, cached); // most recently used last
+    } else {
     // dimmed first, thin before thick; within a width the colours take turns in chunks, so
     // that no colour is painted over the others wholesale where edges are dense
     const CHUNK = 512;
@@ -746,6 +765,9 @@ class Viewer {
       }
     }
     ectx.globalAlpha = 1;
+    }
+    if (target) return;
+    if (!cached) this.remember(key, this.edgeCanvas);
 
     // nodes and text on the front layer
     ctx.clearRect(0, 0, this.width, this.height);
@@ -799,8 +821,71 @@ class Viewer {
     this.drawSideCursor(t);
     const ms = performance.now() - t0;
     ds.frameMs = ms.toFixed(2);
+    ds.cached = cached ? "1" : "0";
     this.frames.push(ms);
     if (this.frames.length > 1000) this.frames.splice(0, this.frames.length - 1000);
+    this.scheduleWarm();
+  }
+
+  // -- the frame cache: the edge layer of each checkpoint, for the current settings --------
+  // While the viewer is idle it pre-renders the other checkpoints' edge layers (one per
+  // timer tick, nearest first), so scrubbing back and forth draws a cached image.
+
+  cacheLimit() {
+    const bytes = this.edgeCanvas.width * this.edgeCanvas.height * 4;
+    return Math.max(4, Math.min(this.d.T + 2, Math.floor(CACHE_BYTES / Math.max(1, bytes))));
+  }
+
+  remember(key, canvas) {
+    const copy = document.createElement("canvas");
+    copy.width = canvas.width;
+    copy.height = canvas.height;
+    copy.getContext("2d").drawImage(canvas, 0, 0);
+    this.cache.set(key, copy);
+    while (this.cache.size > this.cacheLimit()) this.cache.delete(this.cache.keys().next().value);
+  }
+
+  scheduleWarm() {
+    if (this.warmTimer || this.model.get("prerender") === false) return;
+    this.warmTimer = setTimeout(() => {
+      this.warmTimer = null;
+      this.warmOne();
+    }, 40);
+  }
+
+  warmOne() {
+    const T = this.d.T;
+    const now = this.step;
+    const wanted = Math.min(T, this.cacheLimit() - 1);
+    for (let k = 1; k < T; k++) {
+      const t = k % 2 ? now + ((k + 1) >> 1) : now - (k >> 1);
+      const tt = ((t % T) + T) % T;
+      if (Math.min(Math.abs(tt - now), T - Math.abs(tt - now)) > wanted / 2) break;
+      const key = this.frameKey(tt);
+      if (this.cache.has(key)) continue;
+      const canvas = document.createElement("canvas");
+      canvas.width = this.edgeCanvas.width;
+      canvas.height = this.edgeCanvas.height;
+      const ctx = canvas.getContext("2d");
+      const ratio = canvas.width / this.width;
+      ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+      this.draw(tt, ctx);
+      this.cache.set(key, canvas);
+      while (this.cache.size > this.cacheLimit()) {
+        this.cache.delete(this.cache.keys().next().value);
+      }
+      this.scheduleWarm();
+      return;
+    }
+    this.warmed = true;
+  }
+
+  // resolves once the pre-render has nothing left to do (for benchmarks)
+  whenWarm() {
+    return new Promise((resolve) => {
+      const check = () => (this.warmTimer ? setTimeout(check, 50) : resolve());
+      check();
+    });
   }
 
   // wait until the frame is drawn (for benchmarks): reading a pixel finishes the canvases
