@@ -976,7 +976,8 @@ class Viewer {
 
   drawStrip(t) {
     const d = this.d;
-    const width = this.strip.clientWidth || 600;
+    // the slider's width (the strip's own is fixed by its last drawing)
+    const width = this.strip.parentElement.clientWidth || this.slider.clientWidth || 600;
     const height = 34;
     if (this.stripWidth !== width) {
       this.stripCtx = setupCanvas(this.strip, width, height);
