@@ -25,6 +25,8 @@ const WARMUP_COLOR = "#d9d9d9";
 // strokes are at most 1 px, which Chromium draws as fast hairlines; above it 1.7 and 2.6 px
 const WIDTHS = [0.35, 0.55, 0.8, 1.0, 1.7, 2.6];
 const SIDE_WIDTH = 360;
+const SCRUB_MS = 250;
+const SETTLE_MS = 150;
 const CACHE_BYTES = 160e6; // pre-rendered edge layers kept (about 60 checkpoints at 1100 x 600)
 const GRAPH_HEIGHT = 600;
 
@@ -347,6 +349,7 @@ class Viewer {
   destroy() {
     this.stop();
     if (this.warmTimer) clearTimeout(this.warmTimer);
+    clearTimeout(this.settleTimer);
     this.cache.clear();
     if (this.observer) this.observer.disconnect();
     for (const [name, cb] of this.listeners) this.model.off?.(name, cb);
@@ -602,9 +605,14 @@ class Viewer {
   }
 
   // Draw checkpoint t. With `target` (a 2D context), only its edges, into it (a pre-render).
-  draw(t = this.step, target = null) {
+  // A frame not in the cache that follows another within SCRUB_MS (the slider is moving, or
+  // playing) draws its edges at half resolution, which halves the rasterisation (the cost of
+  // a frame: it grows with the edges' length in pixels); SETTLE_MS after the last one the
+  // frame is drawn again in full (`full`) and cached.
+  draw(t = this.step, target = null, full = false) {
     if (!this.ctx) return;
     const t0 = performance.now();
+    const since = t0 - (this.lastDraw || -1e9);
     const d = this.d;
     const ctx = this.ctx;
     const key = this.frameKey(t);
@@ -722,7 +730,8 @@ class Viewer {
       : SIGN_COLORS)];
     palette[structural] = STRUCTURAL_COLOR;
     const alpha = inCircuitView || anyPinned ? 0.85 : 0.14;
-    const ectx = target || this.edgeCtx;
+    const fast = !target && !cached && !full && (since < SCRUB_MS || this.playing);
+    const ectx = target || (fast ? this.lowContext() : this.edgeCtx);
     ectx.clearRect(0, 0, this.width, this.height);
     ectx.lineCap = "butt";
     if (cached) {
@@ -767,7 +776,12 @@ class Viewer {
     ectx.globalAlpha = 1;
     }
     if (target) return;
-    if (!cached) this.remember(key, this.edgeCanvas);
+    if (fast) {
+      this.edgeCtx.clearRect(0, 0, this.width, this.height);
+      this.edgeCtx.drawImage(this.lowCanvas, 0, 0, this.width, this.height);
+      clearTimeout(this.settleTimer);
+      this.settleTimer = setTimeout(() => this.draw(this.step, null, true), SETTLE_MS);
+    } else if (!cached) this.remember(key, this.edgeCanvas);
 
     // nodes and text on the front layer
     ctx.clearRect(0, 0, this.width, this.height);
@@ -822,6 +836,8 @@ class Viewer {
     const ms = performance.now() - t0;
     ds.frameMs = ms.toFixed(2);
     ds.cached = cached ? "1" : "0";
+    ds.resolution = fast ? "half" : "full";
+    this.lastDraw = performance.now();
     this.frames.push(ms);
     if (this.frames.length > 1000) this.frames.splice(0, this.frames.length - 1000);
     this.scheduleWarm();
@@ -830,6 +846,19 @@ class Viewer {
   // -- the frame cache: the edge layer of each checkpoint, for the current settings --------
   // While the viewer is idle it pre-renders the other checkpoints' edge layers (one per
   // timer tick, nearest first), so scrubbing back and forth draws a cached image.
+
+  lowContext() {
+    const w = Math.max(1, Math.round(this.edgeCanvas.width / 2));
+    const h = Math.max(1, Math.round(this.edgeCanvas.height / 2));
+    if (!this.lowCanvas || this.lowCanvas.width !== w || this.lowCanvas.height !== h) {
+      this.lowCanvas = document.createElement("canvas");
+      this.lowCanvas.width = w;
+      this.lowCanvas.height = h;
+    }
+    const ctx = this.lowCanvas.getContext("2d");
+    ctx.setTransform(w / this.width, 0, 0, h / this.height, 0, 0);
+    return ctx;
+  }
 
   cacheLimit() {
     const bytes = this.edgeCanvas.width * this.edgeCanvas.height * 4;
@@ -854,6 +883,10 @@ class Viewer {
   }
 
   warmOne() {
+    if (performance.now() - this.lastDraw < SCRUB_MS + SETTLE_MS || this.playing) {
+      this.scheduleWarm(); // not while the slider moves
+      return;
+    }
     const T = this.d.T;
     const now = this.step;
     const wanted = Math.min(T, this.cacheLimit() - 1);
@@ -880,10 +913,14 @@ class Viewer {
     this.warmed = true;
   }
 
+  settling() {
+    return performance.now() - this.lastDraw < SETTLE_MS + 50;
+  }
+
   // resolves once the pre-render has nothing left to do (for benchmarks)
   whenWarm() {
     return new Promise((resolve) => {
-      const check = () => (this.warmTimer ? setTimeout(check, 50) : resolve());
+      const check = () => (this.warmTimer || this.settling() ? setTimeout(check, 50) : resolve());
       check();
     });
   }
