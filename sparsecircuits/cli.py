@@ -3,6 +3,7 @@
     sparsecircuits train CONFIG_OR_PRESET [--set section.field=value ...] [--out DIR] [--resume]
     sparsecircuits extract RUN_DIR [--tasks T ...] [--seeds N] [--threads N]
     sparsecircuits timeline RUN_DIR [--control RUN_DIR]
+    sparsecircuits figures RUN_DIR [--control RUN_DIR] [--format pdf,svg,png] [--out DIR]
     sparsecircuits demo [--out DIR]
 """
 
@@ -39,6 +40,20 @@ def _timeline(args: argparse.Namespace) -> None:
 
     export_run(Path(args.run_dir))
     print(timeline_report(Path(args.run_dir), control=args.control and Path(args.control)))
+
+
+def _figures(args: argparse.Namespace) -> None:
+    from sparsecircuits.figures import write_figures
+
+    run = Path(args.run_dir)
+    out = Path(args.out) if args.out else run / "figures"
+    try:
+        written = write_figures(run, out, control=args.control and Path(args.control),
+                                formats=args.format)
+    except ValueError as err:
+        print(f"sparsecircuits: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(f"wrote {len(written) - 1} figure files and {written[-1]}")
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -83,6 +98,15 @@ def build_parser() -> argparse.ArgumentParser:
     timeline.add_argument("run_dir")
     timeline.add_argument("--control", help="a run that differs only in schedule, to compare")
     timeline.set_defaults(func=_timeline)
+
+    figures = commands.add_parser("figures", help="the run's figures for a paper (PDF/SVG/PNG)")
+    figures.add_argument("run_dir")
+    figures.add_argument("--control", help="a run that differs only in schedule (shuffled), "
+                                           "drawn beside it")
+    figures.add_argument("--format", default="pdf,svg,png",
+                         help="comma-separated formats among pdf, svg, png (default: all)")
+    figures.add_argument("--out", help="folder for the figures (default: RUN_DIR/figures)")
+    figures.set_defaults(func=_figures)
 
     demo = commands.add_parser("demo", help="train tiny, extract its circuits, summarise")
     demo.add_argument("--out", default="runs/demo")

@@ -1,0 +1,175 @@
+"""What the figures need of a run, from whatever the caller has: a run folder, a ``Run``, a
+``RunAnalysis``, or the data objects themselves (``CircuitTimeline``, ``BehaviourReport``,
+``LossMatrix``).
+
+The figures never open a file inside a run folder: a folder is read through
+:func:`~sparsecircuits.circuits.timeline.behaviour` and
+:meth:`~sparsecircuits.circuits.timeline.CircuitTimeline.from_run` (or the ``Run`` facade when
+the package has one), and what is missing is recorded with its reason, for the panel to say.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+import numpy as np
+
+from sparsecircuits import metrics
+from sparsecircuits.circuits.timeline import (
+    BehaviourReport,
+    CircuitTimeline,
+    RunAnalysis,
+    behaviour,
+)
+from sparsecircuits.metrics import LossMatrix
+
+
+@dataclass(frozen=True, eq=False)
+class RunData:
+    """A run's timeline, behaviour and loss matrix, each None where absent; ``missing`` says
+    why, per item (``"timeline"``, ``"behaviour"``)."""
+
+    name: str
+    timeline: CircuitTimeline | None = None
+    behaviour: BehaviourReport | None = None
+    matrix: LossMatrix | None = None
+    missing: dict[str, str] = field(default_factory=dict)
+
+    def why(self, item: str) -> str:
+        return self.missing.get(item, f"no {item} given")
+
+
+def _from_folder(path: Path) -> RunData:
+    missing: dict[str, str] = {}
+    report = timeline = None
+    try:
+        report = behaviour(path)
+    except FileNotFoundError:
+        missing["behaviour"] = "no loss matrix: the run has no evaluations yet"
+    except ValueError as err:
+        missing["behaviour"] = f"loss matrix unreadable: {err}"
+    try:
+        timeline = CircuitTimeline.from_run(path)
+    except FileNotFoundError:
+        missing["timeline"] = "no circuits: run `sparsecircuits extract` first"
+    return RunData(path.name, timeline, report, report.matrix if report else None, missing)
+
+
+def _from_run(run: Any) -> RunData:
+    """A ``Run`` of ``sparsecircuits.open_run`` (duck-typed: it has ``timeline()`` and
+    ``behaviour()``)."""
+    missing: dict[str, str] = {}
+    report = timeline = None
+    try:
+        report = run.behaviour()
+    except (FileNotFoundError, ValueError) as err:
+        missing["behaviour"] = f"no loss matrix: {err}"
+    try:
+        timeline = run.timeline()
+    except FileNotFoundError:
+        missing["timeline"] = "no circuits: run `sparsecircuits extract` first"
+    if isinstance(report, RunAnalysis):
+        report = report.behaviour
+    name = Path(getattr(run, "path", "run")).name
+    return RunData(name, timeline, report, report.matrix if report else None, missing)
+
+
+def run_data(run: Any) -> RunData:
+    """Resolve ``run`` (a folder, a ``Run``, a ``RunAnalysis``, a ``CircuitTimeline``, a
+    ``BehaviourReport``, a ``LossMatrix`` or a ``RunData``) into the figures' inputs."""
+    if isinstance(run, RunData):
+        return run
+    if isinstance(run, str | Path):
+        path = Path(run)
+        try:
+            from sparsecircuits.run import open_run  # the Run facade, where it exists
+        except ImportError:
+            return _from_folder(path)
+        return _from_run(open_run(path))
+    if isinstance(run, RunAnalysis):
+        missing = {} if run.timeline else {"timeline": "no circuits: run `sparsecircuits "
+                                                        "extract` first"}
+        return RunData(run.run_dir.name, run.timeline, run.behaviour, run.behaviour.matrix,
+                       missing)
+    if isinstance(run, CircuitTimeline):
+        return RunData(run.run_dir.name, timeline=run,
+                       missing={"behaviour": "no loss matrix given (only a circuit timeline)"})
+    if isinstance(run, BehaviourReport):
+        return RunData("run", behaviour=run, matrix=run.matrix,
+                       missing={"timeline": "no circuit timeline given"})
+    if isinstance(run, LossMatrix):
+        return RunData("run", matrix=run, missing={
+            "timeline": "no circuit timeline given",
+            "behaviour": "only a loss matrix given"})
+    if callable(getattr(run, "timeline", None)) and callable(getattr(run, "behaviour", None)):
+        return _from_run(run)
+    raise TypeError(f"cannot draw figures of a {type(run).__name__}: pass a run folder, a Run, "
+                    "a RunAnalysis, a CircuitTimeline, a BehaviourReport or a LossMatrix")
+
+
+# --- derived data ------------------------------------------------------------------------------
+
+
+def circuit_graph(timeline: CircuitTimeline, name: str, t: int) -> nx.DiGraph | None:
+    """The graph ``name`` (a task or ``"weight_graph"``) at checkpoint index ``t``, rebuilt from
+    the timeline (nodes, edges with weights and attributes, graph attributes); None where it was
+    not extracted."""
+    g = timeline.graph(name)
+    if not g.extracted[t]:
+        return None
+    graph = nx.DiGraph(**g.attrs[t])
+    for i in np.flatnonzero(g.nodes.present[:, t]):
+        graph.add_node(g.nodes.keys[i], **g.nodes.attrs[i])
+    for i in np.flatnonzero(g.edges.present[:, t]):
+        u, v, param = g.edges.keys[i]
+        weight = float(g.edges.value[i, t])
+        graph.add_edge(u, v, **{**g.edges.attrs[i], "param": param, "weight": weight,
+                                "sign": 1 if weight > 0 else -1})
+    return graph
+
+
+def exposure_ends(timeline: CircuitTimeline, task: str) -> list[int]:
+    """Checkpoint indices that end a block which trained ``task`` (cycles ≥ 0)."""
+    last = np.append(timeline.blocks[1:] != timeline.blocks[:-1], True)
+    return [t for t in range(len(timeline.steps))
+            if last[t] and timeline.sources[t] == task and timeline.cycles[t] >= 0]
+
+
+def solved(timeline: CircuitTimeline, task: str) -> np.ndarray:
+    """Per checkpoint: the task's circuit was extracted and solves the task."""
+    c = timeline.circuits[task]
+    return np.array([bool(e) and a.get("solved", True) is not False
+                     for e, a in zip(c.extracted, c.attrs, strict=True)], dtype=bool)
+
+
+def shift_band(matrix: LossMatrix, first_cycle: int, n_boot: int = 1000, seed: int = 0,
+               alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """``(τ, c(τ), low, high, sources)``: the shift-averaged curve and a pointwise percentile
+    bootstrap interval over sources (the unit ``recovery_score_ci`` resamples). Empty arrays
+    when no source has a complete window."""
+    curves = metrics.source_shift_curves(matrix, first_cycle)
+    if not curves:
+        empty = np.array([])
+        return empty, empty, empty, empty, 0
+    rows = np.array(list(curves.values()))
+    mean = rows.mean(axis=0)
+    rng = np.random.default_rng(seed)
+    draws = np.array([rows[rng.integers(0, len(rows), len(rows))].mean(axis=0)
+                      for _ in range(n_boot)])
+    low, high = np.quantile(draws, [alpha / 2, 1 - alpha / 2], axis=0)
+    return np.arange(len(mean)), mean, low, high, len(rows)
+
+
+def finite(values: Any) -> bool:
+    """Any finite number in ``values``."""
+    array = np.asarray(values, dtype=float)
+    return bool(array.size) and bool(np.isfinite(array).any())
+
+
+def fmt(value: float, digits: int = 2) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) \
+        else f"{value:.{digits}f}"
