@@ -136,9 +136,9 @@ def draw(
     ax.set_ylim(min(ys) - 0.6, max(ys) + 0.6)
     ax.set_xticks([])
     ax.spines[["top", "right", "bottom"]].set_visible(False)
-    if cfg is not None and band_labels:
+    if cfg is not None:  # ticks on every panel (axes may share y), names where asked
         ax.set_yticks([b.y for b in bands(cfg)], [b.label for b in bands(cfg)])
-        ax.tick_params(axis="y", length=0)
+        ax.tick_params(axis="y", length=0, labelleft=band_labels)
     else:
         ax.set_yticks([])
     ax.spines["left"].set_visible(False)

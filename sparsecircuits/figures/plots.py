@@ -162,8 +162,9 @@ def circuit(run: Any, task: str, step: int | None = None, ax: Axes | None = None
         if graph is None:
             return say(ax, f"{task}: not extracted at step {step_at}")
         if graph.graph.get("solved") is False:
-            return say(ax, f"{task}: unsolved at step {step_at} (the full model misses the "
-                           f"target loss), no circuit to draw")
+            return say(ax, f"{task}: unsolved at step {step_at} (the full model's loss "
+                           f"{fmt(graph.graph.get('loss_full'))} nats misses the target "
+                           f"{fmt(graph.graph.get('target_loss'))}), no circuit to draw")
         draw(graph, ax)
         ax.set_title(_circuit_title(graph, task, step_at), loc="left")
         ax.set_xlabel(_circuit_note(graph), labelpad=14)
@@ -200,7 +201,9 @@ def circuit_exposures(run: Any, task: str, fig: Figure | None = None) -> Figure:
                 ax.set_title(head)
                 continue
             if graph.graph.get("solved") is False:
-                say(ax, "unsolved:\nthe full model\nmisses the target")
+                say(ax, "unsolved: the full\nmodel's loss "
+                        f"{fmt(graph.graph.get('loss_full'))} nats\nmisses the target "
+                        f"{fmt(graph.graph.get('target_loss'))}:\nno circuit")
                 ax.set_title(head)
                 continue
             draw(graph, ax, band_labels=i == 0, legend=i == n // 2)
@@ -240,10 +243,15 @@ def edge_survival(run: Any, graph: str = WEIGHT_GRAPH, ax: Axes | None = None) -
         image = np.zeros((len(fraction), n_cp, 4))
         image[..., :3] = to_rgba("#111111")[:3]
         image[..., 3] = fraction
+        unsolved = ~solved(timeline, graph) & g.extracted if graph != WEIGHT_GRAPH \
+            else np.zeros(n_cp, dtype=bool)
         for t in range(n_cp):
-            colour = LIGHT if not g.extracted[t] else source_color(timeline.sources[t])
-            ax.axvspan(t - 0.5, t + 0.5, color=colour, alpha=0.28 if g.extracted[t] else 0.8,
-                       lw=0, zorder=0)
+            if not g.extracted[t] or unsolved[t]:
+                ax.axvspan(t - 0.5, t + 0.5, facecolor="white", edgecolor=LIGHT, hatch="////",
+                           lw=0, zorder=0)
+            else:
+                ax.axvspan(t - 0.5, t + 0.5, color=source_color(timeline.sources[t]),
+                           alpha=0.28, lw=0, zorder=0)
         ax.imshow(image, aspect="auto", interpolation="nearest", origin="upper",
                   extent=(-0.5, n_cp - 0.5, len(fraction) * rows - 0.5, -0.5), zorder=1)
         ax.set_ylim(len(order) - 0.5, -0.5)
@@ -259,8 +267,9 @@ def edge_survival(run: Any, graph: str = WEIGHT_GRAPH, ax: Axes | None = None) -
                      f"{int(alive[-1]):,} of {len(order):,})", loc="left")
         handles = _source_handles(timeline.sources, alpha=0.4)
         handles.append(Patch(facecolor="#111111", label="present"))
-        if not g.extracted.all():
-            handles.append(Patch(facecolor=LIGHT, label="not extracted"))
+        if unsolved.any() or not g.extracted.all():
+            handles.append(Patch(facecolor="white", edgecolor=LIGHT, hatch="////",
+                                 label="no circuit: task unsolved\nor not extracted"))
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0),
                   title="block trained")
     return ax
@@ -366,6 +375,9 @@ def loss_curves(run: Any, fig: Figure | None = None,
             return fig
         starts, ends = _row_spans(matrix.steps)
         cycle_x = [starts[i] for i in _cycle_starts(matrix.cycles)]
+        # from half a block before the first evaluation: a warm-up has one, at its end
+        left = max(0.0, float(matrix.steps[0]) - float(np.median(ends - starts)) / 2) \
+            if len(ends) > 1 else 0.0
         for ax, source in zip(axes, chosen, strict=True):
             if source not in matrix.sources:
                 say(ax, f"{source}: never evaluated")
@@ -383,11 +395,11 @@ def loss_curves(run: Any, fig: Figure | None = None,
                     zorder=4)
             ax.text(1.005, 0.5, source, transform=ax.transAxes, ha="left", va="center",
                     color=colour if colour != OKABE_ITO["yellow"] else "black", fontsize=7)
-            ax.set_xlim(0, float(matrix.steps[-1]))
+            ax.set_xlim(left, float(matrix.steps[-1]))
             ax.margins(y=0.12)
         axes[-1].set_xlabel("training step")
         fig.supylabel("loss (nats)", fontsize=7)
-        _cycle_labels(axes[0], matrix.cycles, 0, float(matrix.steps[-1]),
+        _cycle_labels(axes[0], matrix.cycles, left, float(matrix.steps[-1]),
                       x=np.asarray(matrix.steps, dtype=float))
         handles = [Patch(facecolor=NEUTRAL, alpha=0.3, label="block trains this source"),
                    Line2D([], [], ls="none", marker="o", mfc="white", mec="black", ms=3.6,
@@ -456,7 +468,8 @@ def jaccard(run: Any, fig: Figure | None = None, kind: str = "edges",
             tasks: Sequence[str] | None = None) -> Figure:
     """Per task, Jaccard similarity (``kind``: ``edges``, ``nodes`` or ``weighted_edges``) of its
     circuit at every checkpoint with its circuit right after its latest exposure, beside the
-    noise floor (mean Jaccard between seed re-extractions at the same checkpoint)."""
+    noise floor (mean Jaccard between seed re-extractions at the same checkpoint). Where the
+    task is unsolved there is no circuit: no point, a cross on the axis."""
     data = run_data(run)
     with style():
         timeline = data.timeline
@@ -465,7 +478,7 @@ def jaccard(run: Any, fig: Figure | None = None, kind: str = "edges",
         cols = min(n, 3)
         rows = -(-n // cols)
         if fig is None:
-            fig = plt.figure(figsize=(TWO_COLUMN, 1.55 * rows + 0.8), layout="constrained")
+            fig = plt.figure(figsize=(TWO_COLUMN, 1.45 * rows + 0.9), layout="constrained")
         axes = fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False).ravel()
         for ax in axes[n:]:
             ax.set_visible(False)
@@ -475,46 +488,47 @@ def jaccard(run: Any, fig: Figure | None = None, kind: str = "edges",
         steps = np.asarray(timeline.steps, dtype=float)
         starts, ends = _row_spans(steps)
         cycle_x = [starts[i] for i in _cycle_starts(timeline.cycles)]
+        left = max(0.0, steps[0] - float(np.median(ends - starts)) / 2) if len(steps) > 1 else 0
+        floors = 0
         for ax, task in zip(axes, chosen, strict=False):
-            ax.set_title(task, loc="left", color=source_color(task)
-                         if source_color(task) != OKABE_ITO["yellow"] else "black")
+            colour = source_color(task)
+            ax.set_title(task, loc="left",
+                         color=colour if colour != OKABE_ITO["yellow"] else "black")
             if task not in timeline.circuits:
                 say(ax, "not extracted", clear=False)
                 continue
             _exposure_shading(ax, starts, ends, timeline.sources, task)
             _cycle_lines(ax, cycle_x)
-            j = timeline.similarity(task, "post")[kind]
-            floor = timeline.circuits[task].noise[kind]
-            ax.set_ylim(-0.04, 1.08)
-            ax.set_xlim(0, steps[-1])
+            ok = solved(timeline, task)
+            j = np.where(ok, timeline.similarity(task, "post")[kind], np.nan)
+            floor = np.where(ok, timeline.circuits[task].noise[kind], np.nan)
+            ax.set_ylim(-0.08, 1.05)
+            ax.set_xlim(left, steps[-1])
             if finite(floor):
+                floors += 1
                 ax.plot(steps, floor, color=NEUTRAL, ls=(0, (2, 1.5)), marker="_", ms=4,
                         lw=0.9, zorder=2)
             if finite(j):
                 ax.plot(steps, j, color="black", marker="o", ms=2.2, lw=1.0, zorder=3)
-            ok = solved(timeline, task)
             unsolved = ~ok & timeline.circuits[task].extracted
             if unsolved.any():
-                ax.plot(steps[unsolved], np.full(unsolved.sum(), -0.02), "x", color=NEGATIVE,
-                        ms=3, mew=0.7, zorder=4, clip_on=False)
+                ax.plot(steps[unsolved], np.full(unsolved.sum(), -0.05), "x", color=NEGATIVE,
+                        ms=3, mew=0.7, zorder=4)
             if not finite(j):
-                say(ax, "no solved circuit right after an exposure:\nnothing to compare with",
+                say(ax, "no solved circuit right after\nan exposure: nothing to compare",
                     clear=False)
-            elif not finite(floor):
-                ax.text(0.99, 0.03, "no noise floor (extract --seeds 3)",
-                        transform=ax.transAxes, ha="right", va="bottom", fontsize=6,
-                        color=MISSING_COLOUR)
         label = {"edges": "edges", "nodes": "nodes", "weighted_edges": "|w|-weighted edges"}
-        fig.supylabel(f"Jaccard ({label.get(kind, kind)}) to\npost-exposure circuit",
+        fig.supylabel(f"Jaccard ({label.get(kind, kind)}) to the\npost-exposure circuit",
                       fontsize=7)
         fig.supxlabel("training step", fontsize=7)
         handles = [Line2D([], [], color="black", marker="o", ms=2.2, label="circuit"),
                    Line2D([], [], color=NEUTRAL, ls=(0, (2, 1.5)), marker="_",
-                          label="noise floor (seed re-extractions)"),
+                          label="noise floor (seed re-extractions)" if floors else
+                          "no noise floor: extract with --seeds 3"),
                    Patch(facecolor=NEUTRAL, alpha=0.3, label="block trains the task"),
                    Line2D([], [], ls="none", marker="x", color=NEGATIVE, ms=3,
-                          label="task unsolved")]
-        fig.legend(handles=handles, loc="outside lower center", ncol=4)
+                          label="task unsolved: no circuit")]
+        fig.legend(handles=handles, loc="outside upper center", ncol=4)
     return fig
 
 
@@ -552,18 +566,21 @@ def churn(run: Any, fig: Figure | None = None) -> Figure:
             ax.bar(x, revivals, width=0.8, bottom=births, color=colours["revivals"], lw=0)
             ax.bar(x, -deaths, width=0.8, color=colours["deaths"], lw=0)
             ax.axhline(0, color="black", lw=0.5)
-            _exposure_shading(ax, x - 0.5, x + 0.5, [b.source for b in blocks], None, 0.15)
-            ax.set_title(title, loc="left", fontsize=7)
+            ax.set_title(title, loc="left", fontsize=7, pad=9 if group == "own" else 4)
             _cycle_lines(ax, [i - 0.5 for i in _cycle_starts(np.array([b.cycle for b in blocks]))])
             top = max(int((births + revivals).max()), int(deaths.max()), 1)
             ax.set_ylim(-top * 1.1, top * 1.1)
             if group == "own" and not any(timeline.tasks):
                 say(ax, "no task circuits: every edge counts as rest", clear=False)
-        ticks = _tick_subset(len(blocks), 16)
-        axes[-1].set_xticks(ticks, [str(blocks[i].step) for i in ticks])
-        axes[-1].set_xlabel("block (its last training step); shading: the source it trains")
+        axes[-1].set_xticks(x, [b.source for b in blocks], rotation=90)
+        for label, b in zip(axes[-1].get_xticklabels(), blocks, strict=True):
+            colour = source_color(b.source)
+            label.set_color(colour if colour != OKABE_ITO["yellow"] else "black")
+        axes[-1].set_xlim(-0.5, len(blocks) - 0.5)
+        axes[-1].set_xlabel(f"block, by the source it trains (blocks end at steps "
+                            f"{blocks[0].step}–{blocks[-1].step})")
+        _cycle_labels(axes[0], np.array([b.cycle for b in blocks]), -0.5, len(blocks) - 0.5)
         fig.supylabel("edges per block\n(− = deaths)", fontsize=7)
         handles = [Patch(facecolor=c, label=k) for k, c in colours.items()]
-        handles += _source_handles([b.source for b in blocks])
-        fig.legend(handles=handles, loc="outside right upper")
+        fig.legend(handles=handles, loc="outside right upper", title="edges")
     return fig
