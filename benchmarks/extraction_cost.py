@@ -23,8 +23,10 @@ from pathlib import Path
 
 import torch
 
+from sparsecircuits import open_run
 from sparsecircuits.checkpoint import list_checkpoints, load_weights, read_run_config
-from sparsecircuits.circuits.extract import extract_run, read_circuits
+from sparsecircuits.circuits.extract import extract_run
+from sparsecircuits.rundir import RunDir
 from sparsecircuits.train import Trainer, evaluate_all
 
 
@@ -57,17 +59,20 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     before = training_block_seconds(args.run_dir)
     with tempfile.TemporaryDirectory() as scratch:
-        copy = Path(scratch)
-        shutil.copy(args.run_dir / "config.json", copy / "config.json")
-        (copy / "checkpoints").mkdir()
+        copy = RunDir(scratch)
+        shutil.copy(RunDir(args.run_dir).config, copy.config)
+        copy.checkpoints.mkdir()
         rows = []
         for ckpt in list_checkpoints(args.run_dir)[-args.checkpoints:]:
-            shutil.copytree(ckpt, copy / "checkpoints" / ckpt.name)
+            step = int(ckpt.name)
+            shutil.copytree(ckpt, copy.checkpoint(step))
             start = time.perf_counter()
-            extract_run(copy, args.tasks, progress=False, threads=args.threads)
+            extract_run(copy.root, args.tasks, progress=False, threads=args.threads)
             seconds = time.perf_counter() - start
-            circuits = read_circuits(copy)[int(ckpt.name)]
-            solved = [t for t, g in circuits.items() if g.graph["solved"]]
+            run = open_run(copy.root)
+            circuits = {task: run.circuit(task, step) for task, seed in copy.circuit_files(step)
+                        if seed == 0}
+            solved = [t for t, c in circuits.items() if c.solved]
             rows.append({"step": int(ckpt.name), "seconds": round(seconds, 2),
                          "tasks": len(circuits), "solved": len(solved),
                          "per_task": round(seconds / len(circuits), 2),

@@ -1,6 +1,6 @@
 """Checkpoints and run-directory files, written atomically and checked when read.
 
-A checkpoint is a folder ``checkpoints/<step:08d>/`` holding
+A checkpoint is a folder ``RunDir.checkpoint(step)`` (:mod:`sparsecircuits.rundir`) holding
 
 - ``model.safetensors``: dense tensors as they are; each weight-sparse tensor compactly, as
   ``<name>.indices`` (int32 flat positions of its mask) and ``<name>.values``;
@@ -9,20 +9,22 @@ A checkpoint is a folder ``checkpoints/<step:08d>/`` holding
 - ``meta.json``: step, cycle, block, source, position, densities, churn, and the size and
   SHA-256 of every file.
 
-A checkpoint is written into ``.partial-<step>/`` and renamed into place when complete, so a
-kill during a save leaves the previous checkpoint as it was. Reading checks the format marker,
-sizes and hashes, and says which file is truncated or foreign.
+A checkpoint is written into ``RunDir.partial_checkpoint(step)`` and renamed into place when
+complete, so a kill during a save leaves the previous checkpoint as it was. Reading checks the
+format marker, sizes and hashes, and says which file is truncated or foreign.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -30,10 +32,10 @@ from torch import Tensor
 
 from sparsecircuits.config import Config, config_from_dict
 from sparsecircuits.model import SparseGPT
+from sparsecircuits.rundir import META_FILE, MODEL_FILE, STATE_FILE, RunDir
 
 FORMAT = "sparsecircuits-checkpoint"
 VERSION = 1
-MODEL_FILE, STATE_FILE, META_FILE = "model.safetensors", "state.safetensors", "meta.json"
 
 
 class CheckpointError(RuntimeError):
@@ -52,6 +54,25 @@ def atomic_write_text(path: Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def json_safe(value: Any) -> Any:
+    """nan and inf as null, tuples as lists, numpy scalars as numbers: strict JSON."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(path: Path, data: Any, indent: int | None = None) -> None:
+    """Strict JSON (nan as null), atomically; unindented by default (indenting makes json use
+    its slow Python encoder)."""
+    atomic_write_text(path, json.dumps(json_safe(data), indent=indent))
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
@@ -125,10 +146,9 @@ def save_checkpoint(
     checkpoints lose theirs once this one is in place."""
     weights = {k: v.detach().cpu() for k, v in weights.items()}  # a GPU run saves CPU tensors
     masks = {k: v.cpu() for k, v in masks.items()}
-    root = run_dir / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"{step:08d}"
-    partial = root / f".partial-{step:08d}"
+    run = RunDir(run_dir)
+    run.checkpoints.mkdir(parents=True, exist_ok=True)
+    final, partial = run.checkpoint(step), run.partial_checkpoint(step)
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()
     save_file(compact(weights, masks), str(partial / MODEL_FILE))
@@ -164,10 +184,8 @@ def save_checkpoint(
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
     """Complete checkpoint folders of a run, oldest first (partial saves are ignored)."""
-    root = Path(run_dir) / "checkpoints"
-    if not root.is_dir():
-        return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.isdigit())
+    run = RunDir(run_dir)
+    return [run.checkpoint(step) for step in run.checkpoint_steps()]
 
 
 def read_meta(ckpt: Path) -> dict[str, Any]:
@@ -252,7 +270,7 @@ def restore_optimizer(
 
 def read_run_config(run_dir: Path) -> Config:
     """The resolved config a run saved in its ``config.json``."""
-    path = Path(run_dir) / "config.json"
+    path = RunDir(run_dir).config
     try:
         return config_from_dict(json.loads(path.read_text()))
     except FileNotFoundError:
@@ -260,10 +278,19 @@ def read_run_config(run_dir: Path) -> Config:
 
 
 def load_model(ckpt_dir: str | Path) -> tuple[SparseGPT, dict[str, Any]]:
-    """The model saved in a checkpoint folder (in eval mode) and its meta.
+    """The model saved in a checkpoint folder (in eval mode) and its meta; given a run folder,
+    its newest checkpoint's.
 
-    The architecture comes from the run's ``config.json``, two folders up."""
+    The architecture comes from the run's config, two folders up."""
     ckpt_dir = Path(ckpt_dir)
+    if RunDir(ckpt_dir).config.exists():
+        newest = latest_checkpoint(ckpt_dir)
+        if newest is None:
+            raise CheckpointError(f"{RunDir(ckpt_dir).checkpoints}: no checkpoint in this run")
+        ckpt_dir = newest
+    elif not (ckpt_dir / META_FILE).exists():
+        raise CheckpointError(f"{ckpt_dir}: neither a run folder (no config.json) nor a "
+                              f"checkpoint (no {META_FILE})")
     config = read_run_config(ckpt_dir.parent.parent)
     weights, meta = load_weights(ckpt_dir)
     model = SparseGPT(config.model)

@@ -3,6 +3,7 @@
     sparsecircuits train CONFIG_OR_PRESET [--set section.field=value ...] [--out DIR] [--resume]
     sparsecircuits extract RUN_DIR [--tasks T ...] [--seeds N] [--threads N]
     sparsecircuits timeline RUN_DIR [--control RUN_DIR]
+    sparsecircuits export RUN_DIR [--weight-graphml]
     sparsecircuits figures RUN_DIR [--control RUN_DIR] [--format pdf,svg,png] [--out DIR]
     sparsecircuits demo [--out DIR]
 """
@@ -31,25 +32,41 @@ def _train(args: argparse.Namespace) -> None:
 def _extract(args: argparse.Namespace) -> None:
     from sparsecircuits.circuits.extract import extract_run
 
-    extract_run(Path(args.run_dir), tasks=args.tasks, seeds=args.seeds, threads=args.threads,
-                weight_graph_graphml=args.weight_graphml)
+    extract_run(Path(args.run_dir), tasks=args.tasks, seeds=args.seeds, threads=args.threads)
 
 
 def _timeline(args: argparse.Namespace) -> None:
-    from sparsecircuits.circuits.export import export_run, timeline_report
+    from sparsecircuits.analysis import report
+    from sparsecircuits.checkpoint import write_json
+    from sparsecircuits.run import open_run
 
-    export_run(Path(args.run_dir))
-    print(timeline_report(Path(args.run_dir), control=args.control and Path(args.control)))
+    run = open_run(args.run_dir)
+    control = open_run(args.control).analysis() if args.control else None
+    analysis = run.analysis()
+    run.dir.summary.parent.mkdir(exist_ok=True)
+    write_json(run.dir.summary, analysis.summary(), indent=1)
+    print(report(analysis, control))
+    print(f"\nwrote {run.dir.summary}")
+
+
+def _export(args: argparse.Namespace) -> None:
+    from sparsecircuits.circuits.export import export_run
+    from sparsecircuits.run import open_run
+
+    folder = export_run(open_run(args.run_dir).analysis(),
+                        weight_graph_graphml=args.weight_graphml)
+    print(f"wrote {folder}")
 
 
 def _figures(args: argparse.Namespace) -> None:
     from sparsecircuits.figures import write_figures
+    from sparsecircuits.run import open_run
 
-    run = Path(args.run_dir)
-    out = Path(args.out) if args.out else run / "figures"
+    run = open_run(args.run_dir)
+    control = open_run(args.control) if args.control else None
+    out = Path(args.out) if args.out else run.dir.figures
     try:
-        written = write_figures(run, out, control=args.control and Path(args.control),
-                                formats=args.format)
+        written = write_figures(run, out, control=control, formats=args.format)
     except ValueError as err:
         print(f"sparsecircuits: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -90,14 +107,19 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--threads", type=int, default=None,
                          help="tasks extracted at once, one torch thread each "
                               "(default: the run's run.threads)")
-    extract.add_argument("--weight-graphml", action="store_true",
-                         help="also write each checkpoint's whole weight graph as GraphML (slow)")
     extract.set_defaults(func=_extract)
 
     timeline = commands.add_parser("timeline", help="events and recovery metrics of a run")
     timeline.add_argument("run_dir")
     timeline.add_argument("--control", help="a run that differs only in schedule, to compare")
     timeline.set_defaults(func=_timeline)
+
+    export = commands.add_parser("export", help="GEXF, GraphML, node-link JSON and CSV tables "
+                                 "of a run's timeline (large; for Gephi and other tools)")
+    export.add_argument("run_dir")
+    export.add_argument("--weight-graphml", action="store_true",
+                        help="also write each checkpoint's whole weight graph as GraphML (slow)")
+    export.set_defaults(func=_export)
 
     figures = commands.add_parser("figures", help="the run's figures for a paper (PDF/SVG/PNG)")
     figures.add_argument("run_dir")

@@ -7,12 +7,9 @@ projection. At every block boundary every task and source is evaluated on its fi
 function of ``(run.seed, step)``, so a run resumed from its newest checkpoint writes exactly the
 metrics of a run that never stopped.
 
-Run folder::
-
-    config.json      the resolved config
-    metrics.jsonl    loss, learning rate, density and churn every ``run.log_every`` steps
-    evals.jsonl      every task and source at every block boundary
-    checkpoints/     see :mod:`sparsecircuits.checkpoint`
+It writes the run folder's config, ``metrics.jsonl`` (loss, learning rate, density and churn
+every ``run.log_every`` steps), ``evals.jsonl`` and checkpoints, at the paths
+:class:`~sparsecircuits.rundir.RunDir` gives.
 """
 
 from __future__ import annotations
@@ -46,6 +43,7 @@ from sparsecircuits.data.tasks import (
 from sparsecircuits.data.tokenizer import TOKENIZER
 from sparsecircuits.model import SparseGPT
 from sparsecircuits.progress import progress_bar
+from sparsecircuits.rundir import RunDir
 from sparsecircuits.schedules import MIXED, Schedule, Slot, schedule_from_config
 from sparsecircuits.sparsity import Churn, Sparsifier, learning_rate, normalize_grad_rms
 
@@ -198,6 +196,7 @@ class Trainer:
         self._blocks = self.schedule.blocks()
         self.config = config
         self.run_dir = Path(run_dir)
+        self.files = RunDir(run_dir)
         if config.run.threads:
             torch.set_num_threads(config.run.threads)
         self.sources = load_sources(config)
@@ -221,7 +220,7 @@ class Trainer:
     # -- files --------------------------------------------------------------------------
 
     def _files_ready(self, resume: bool) -> None:
-        config_path = self.run_dir / "config.json"
+        config_path = self.files.config
         saved = json.loads(json.dumps(self.config.to_dict()))  # as config.json holds it
         if resume:
             if not config_path.exists():
@@ -237,7 +236,7 @@ class Trainer:
                 raise ConfigError(f"{config_path}: --resume needs the same config; differs in "
                                   f"{', '.join(changed) or 'structure'}")
             return
-        if (self.run_dir / "checkpoints").exists() or config_path.exists():
+        if self.files.checkpoints.exists() or config_path.exists():
             raise ConfigError(f"{self.run_dir}: already holds a run; pass --resume to continue "
                               f"it or choose another --out")
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -258,8 +257,8 @@ class Trainer:
         self._churn = Counter(meta["churn_total"])
         if meta["step"] not in self.schedule.boundaries():
             self._block_churn = {name: Counter(c) for name, c in meta["churn"].items()}
-        for name in ("metrics.jsonl", "evals.jsonl"):
-            ckpt.truncate_jsonl(self.run_dir / name, meta["step"])
+        for path in (self.files.metrics, self.files.evals):
+            ckpt.truncate_jsonl(path, meta["step"])
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -278,7 +277,7 @@ class Trainer:
             record = self._train_step(slot)
             if self.step % self.config.run.log_every == 0 or self.step == total - 1:
                 record.update(density=self._densities(), churn=dict(self._churn))
-                ckpt.append_jsonl(self.run_dir / "metrics.jsonl", record)
+                ckpt.append_jsonl(self.files.metrics, record)
                 bar.set_postfix(loss=f"{record['loss']:.3f}", src=slot.source[:12],
                                 density=f"{record['density']['matrix']:.3f}")
             save_every = self.config.run.save_every
@@ -333,7 +332,7 @@ class Trainer:
 
     def _end_block(self, slot: Slot) -> None:
         evals = evaluate_all(self.model, self.config, self.sources)
-        ckpt.append_jsonl(self.run_dir / "evals.jsonl", {**self._where(slot), "evals": evals})
+        ckpt.append_jsonl(self.files.evals, {**self._where(slot), "evals": evals})
         self._save(slot)
         self._block_churn = {}
         if self.config.optimizer.reset_at_block:

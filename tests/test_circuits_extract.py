@@ -1,11 +1,11 @@
-"""extract_run on a run folder of hand-built checkpoints: layout, reading back, resuming."""
+"""extract_run on a run folder of hand-built checkpoints: layout, reading back through the
+run object, reproducing the stored losses by ablation, resuming."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import networkx as nx
 import pytest
 from test_circuits_planted import (
     ID,
@@ -16,14 +16,17 @@ from test_circuits_planted import (
     planted_task,
 )
 
-from sparsecircuits.checkpoint import save_checkpoint
-from sparsecircuits.circuits.extract import extract_run, read_circuits, read_weight_graph
+from sparsecircuits import open_run
+from sparsecircuits.checkpoint import CheckpointError, save_checkpoint
+from sparsecircuits.circuits.ablate import ablate, evaluate
+from sparsecircuits.circuits.extract import extract_run
 from sparsecircuits.config import Config, ConfigError
 
 __all__ = ["one_thread", "planted_task"]  # fixtures used here
 
 CIRCUIT_ATTRS = {"task", "step", "seed", "target_loss", "solved", "loss_full", "loss_circuit",
-                 "loss_ablated", "loss_random", "n_nodes", "n_edges", "ablation", "reference"}
+                 "loss_ablated", "loss_random", "n_nodes", "n_edges", "method", "reference",
+                 "per_position", "n_eval"}
 
 
 @pytest.fixture
@@ -40,41 +43,52 @@ def run_dir(tmp_path: Path) -> Path:
 
 
 def test_extract_run_layout_and_reading(run_dir: Path, planted_task: str) -> None:
-    root = extract_run(run_dir, [planted_task], seeds=2, progress=False, threads=1,
-                       weight_graph_graphml=True)
+    root = extract_run(run_dir, [planted_task], seeds=2, progress=False, threads=1)
     for step in ("00000000", "00000010"):
         names = {p.name for p in (root / step).iterdir()}
-        assert names == {"weight_graph.graphml", "weight_graph.json", f"{PLANTED}.json",
-                         f"{PLANTED}.graphml", f"{PLANTED}.mask.safetensors",
-                         f"{PLANTED}.seed1.json", f"{PLANTED}.seed1.graphml",
-                         f"{PLANTED}.seed1.mask.safetensors"}
-    circuits = read_circuits(run_dir)
-    assert list(circuits) == [0, 10]
-    circuit = circuits[10][PLANTED]
-    assert set(circuit.graph) >= CIRCUIT_ATTRS
-    assert (circuit.graph["step"], circuit.graph["seed"], circuit.graph["solved"]) == (10, 0, True)
+        assert names == {f"{PLANTED}.json", f"{PLANTED}.mask.safetensors",
+                         f"{PLANTED}.seed1.json", f"{PLANTED}.seed1.mask.safetensors"}
+    run = open_run(run_dir)
+    assert run.steps == [0, 10] and run.dir.circuit_steps() == [0, 10]
+    circuit = run.circuit(PLANTED, 10)
+    assert circuit is not None and set(circuit.attrs) >= CIRCUIT_ATTRS
+    assert (circuit.step, circuit.seed, circuit.solved) == (10, 0, True)
+    assert circuit.attrs["reference"] == PLANTED and circuit.attrs["n_eval"] == 64
     assert set(circuit.nodes) >= PLANTED_NODES
-    assert all(isinstance(d["importance"], float) for _, d in circuit.nodes(data=True))
-    assert all({"weight", "param", "kind"} <= set(d) for _, _, d in circuit.edges(data=True))
-    assert read_circuits(run_dir, seed=1)[10][PLANTED].graph["seed"] == 1
-    graph = read_weight_graph(run_dir, 10)
+    assert all(isinstance(v, float) for v in circuit.importance.values())
+    graph = run.weight_graph("00000010")
+    # the circuit is exactly the weight subgraph on its nodes
+    assert set(circuit.graph.edges) == set(graph.subgraph(circuit.nodes).edges)
+    assert all({"weight", "param", "kind"} <= set(d) for _, _, d in circuit.graph.edges(data=True))
+    assert run.circuit(PLANTED, 10, seed=1).seed == 1
     assert graph.graph["step"] == 10
     unembed = graph.edges["ln_final.hook_normalized:1", f"logits:{ID['A']}"]
     assert unembed["weight"] == pytest.approx(3.6)
-    from_graphml = nx.read_graphml(root / "00000010" / "weight_graph.graphml")
-    assert from_graphml.number_of_edges() == graph.number_of_edges()
-    assert nx.read_graphml(root / "00000010" / f"{PLANTED}.graphml").graph["solved"]
+    with pytest.raises(CheckpointError, match=r"no checkpoint at step 5 \(nearest: 0"):
+        run.circuit(PLANTED, 5)
+
+
+def test_ablating_a_stored_circuit_reproduces_its_losses(run_dir: Path, planted_task: str) -> None:
+    extract_run(run_dir, [planted_task], progress=False, threads=1)
+    run = open_run(run_dir)
+    model, circuit = run.model(10), run.circuit(PLANTED, 10)
+    assert evaluate(model, PLANTED)[0] == pytest.approx(circuit.attrs["loss_full"], abs=1e-6)
+    with ablate(model, keep=circuit):  # sufficiency: everything but the circuit mean-ablated
+        assert evaluate(model, PLANTED)[0] == pytest.approx(circuit.attrs["loss_circuit"],
+                                                             abs=1e-5)
+    with ablate(model, circuit):  # necessity: the circuit itself mean-ablated
+        assert evaluate(model, PLANTED)[0] == pytest.approx(circuit.attrs["loss_ablated"],
+                                                             abs=1e-5)
 
 
 def test_extract_run_skips_done_work_and_resumes(run_dir: Path, planted_task: str) -> None:
     root = extract_run(run_dir, [planted_task], progress=False, threads=1)
-    assert not (root / "00000000" / "weight_graph.graphml").exists()  # opt-in
     done = root / "00000000" / f"{PLANTED}.json"
     before = done.stat().st_mtime_ns
     (root / "00000010" / f"{PLANTED}.json").unlink()  # as if killed before the last write
     extract_run(run_dir, [planted_task], progress=False, threads=1)
     assert done.stat().st_mtime_ns == before
-    assert read_circuits(run_dir)[10][PLANTED].graph["solved"]
+    assert open_run(run_dir).circuit(PLANTED, 10).solved
     assert not list(root.rglob("*.tmp"))
 
 

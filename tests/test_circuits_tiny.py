@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from sparsecircuits.checkpoint import list_checkpoints, load_model
-from sparsecircuits.circuits.extract import extract_run, read_circuits
+from sparsecircuits import open_run
+from sparsecircuits.circuits.extract import extract_run
 from sparsecircuits.circuits.prune import node_ids
 from sparsecircuits.config import load_config
 from sparsecircuits.train import train
@@ -31,12 +31,13 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_tiny_run_circuits(tiny_run: Path) -> None:
     extract_run(tiny_run, seeds=2, progress=False)
-    model, _ = load_model(list_checkpoints(tiny_run)[-1])
-    seeds = [read_circuits(tiny_run, seed=k) for k in range(2)]
+    run = open_run(tiny_run)
+    model = run.model(-1)
     jaccards = []
-    for step, circuits in seeds[0].items():
-        for task, circuit in circuits.items():
-            a = circuit.graph
+    for step in run.steps:
+        for task in run.tasks:
+            circuit = run.circuit(task, step)
+            a = circuit.attrs
             if not a["solved"]:
                 continue
             print(f"{step} {task}: {a['n_nodes']} nodes, {a['n_edges']} edges; loss full "
@@ -46,8 +47,8 @@ def test_tiny_run_circuits(tiny_run: Path) -> None:
             assert a["loss_ablated"] > a["loss_circuit"]
             if a["n_nodes"] < len(node_ids(model)) / 2:  # a random half-model can solve it
                 assert a["loss_random"] > a["loss_circuit"]
-            other = seeds[1][step][task]
-            if other.graph["solved"]:
+            other = run.circuit(task, step, seed=1)
+            if other.solved:
                 nodes = [set(circuit.nodes), set(other.nodes)]
                 jaccards.append(len(nodes[0] & nodes[1]) / len(nodes[0] | nodes[1]))
     assert jaccards, "no task solved at any checkpoint"

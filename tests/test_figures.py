@@ -17,17 +17,15 @@ from matplotlib.collections import LineCollection, PathCollection
 from matplotlib.colors import to_hex
 
 from sparsecircuits import figures
-from sparsecircuits.checkpoint import list_checkpoints
 from sparsecircuits.circuits.draw import NEGATIVE, POSITIVE, draw
 from sparsecircuits.circuits.extract import extract_run
-from sparsecircuits.circuits.graph import weight_graph
 from sparsecircuits.circuits.layout import bands, layout, model_config
 from sparsecircuits.circuits.prune import PruneConfig
-from sparsecircuits.circuits.timeline import CircuitTimeline, behaviour
 from sparsecircuits.cli import main
 from sparsecircuits.config import config_from_dict, validate
 from sparsecircuits.figures.data import RunData
 from sparsecircuits.metrics import LossMatrix
+from sparsecircuits.run import open_run
 from sparsecircuits.train import train
 
 MICRO = {
@@ -54,7 +52,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def graph(run: Path) -> nx.DiGraph:
-    return weight_graph(list_checkpoints(run)[-1])
+    return open_run(run).weight_graph(-1)
 
 
 @pytest.fixture(autouse=True)
@@ -146,7 +144,7 @@ def test_draw_empty_graph_says_so(graph: nx.DiGraph) -> None:
 
 
 def test_circuit_figures(run: Path) -> None:
-    ax = figures.circuit(run, "quote")
+    ax = figures.circuit(open_run(run), "quote")
     assert ax.get_title(loc="left").startswith("quote, step ")
     assert "target 0.70" in ax.get_xlabel()
     fig = figures.circuit_exposures(run, "closer")
@@ -160,7 +158,7 @@ def test_circuit_figures(run: Path) -> None:
 
 
 def test_edge_survival(run: Path) -> None:
-    timeline = CircuitTimeline.from_run(run)
+    timeline = open_run(run).timeline()
     ax = figures.edge_survival(timeline)
     (image,) = ax.images
     assert image.get_array().shape[1] == len(timeline.steps)
@@ -171,7 +169,7 @@ def test_edge_survival(run: Path) -> None:
 
 
 def test_loss_figures(run: Path) -> None:
-    report = behaviour(run)
+    report = open_run(run).behaviour()
     ax = figures.loss_matrix(report)
     (image,) = ax.images
     assert image.get_array().shape == (len(report.matrix.sources), len(report.matrix.steps))

@@ -1,4 +1,6 @@
-"""The circuit timeline on constructed run folders with known answers."""
+"""The circuit timeline on constructed graphs and loss matrices with known answers.
+
+(``tests/test_cli_run.py`` reads a real run's files end to end.)"""
 
 from __future__ import annotations
 
@@ -11,13 +13,10 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from sparsecircuits.circuits.export import export_run, spells, timeline_report
-from sparsecircuits.circuits.timeline import (
-    CircuitTimeline,
-    RunAnalysis,
-    behaviour,
-    compare,
-)
+from sparsecircuits.analysis import RunAnalysis, compare, report
+from sparsecircuits.behaviour import behaviour
+from sparsecircuits.circuits.export import export_run, spells
+from sparsecircuits.circuits.timeline import CircuitTimeline, Where
 
 # --- a constructed run: two tasks a, b, round robin, 3 cycles, a checkpoint per block ----------
 
@@ -52,14 +51,6 @@ def graph(edges: list[str], t: int, **attrs: object) -> nx.DiGraph:
     return g
 
 
-def write_graph(path: Path, g: nx.DiGraph, key: str = "edges") -> None:
-    path.write_text(json.dumps(nx.node_link_data(g, edges=key)))
-
-
-def where(t: int) -> dict[str, object]:
-    return {"step": STEPS[t], "cycle": t // 2, "block": t, "position": t % 2, "source": SOURCES[t]}
-
-
 def write_evals(run: Path, orders: list[list[str]], loss_after: list[float], steps_per_block: int,
                 metrics_losses: tuple[float, ...] = ()) -> None:
     """evals.jsonl of a schedule (one order per cycle) where a source's loss is
@@ -87,36 +78,45 @@ def write_evals(run: Path, orders: list[list[str]], loss_after: list[float], ste
         (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in logged))
 
 
-def make_run(run: Path, with_meta: bool = True) -> Path:
+def make_run(run: Path) -> Path:
+    """The run folder's files the timeline does not take from graphs: its loss matrix."""
     write_evals(run, [["a", "b"]] * 3, [1.0, 2.0], steps_per_block=10)
-    for t, step in enumerate(STEPS):
-        folder = run / "circuits" / f"{step:08d}"
-        folder.mkdir(parents=True)
-        attrs = {} if with_meta else where(t)
-        present = [name for name, seq in WEIGHT_GRAPH.items() if seq[t] == "1"]
-        write_graph(folder / "weight_graph.json", graph(present, t, **attrs), key="links")
-        for task, circuits in CIRCUITS.items():
-            if circuits[t] is None:
-                continue
-            circuit_attrs = {
-                "task": task, "step": step, "seed": 0, "target_loss": 0.1, "solved": t != 0,
-                "loss_full": 0.05, "loss_circuit": 0.09, "loss_ablated": 0.7, "loss_random": 0.6,
-                "n_nodes": 0, "n_edges": 0, "ablation": "mean",
-            }
-            write_graph(folder / f"{task}.json", graph(circuits[t].split(), t,
-                                                       **circuit_attrs | attrs))
-        if with_meta:
-            ckpt = run / "checkpoints" / f"{step:08d}"
-            ckpt.mkdir(parents=True)
-            churn = {"blocks.0.mlp.W_in": {"births": t, "deaths": 1, "revivals": 0},
-                     "blocks.0.mlp.W_out": {"births": 1, "deaths": 0, "revivals": 2}}
-            (ckpt / "meta.json").write_text(json.dumps({**where(t), "churn": churn}))
-    # b re-extracted with another seed at the last checkpoint: J = |{e2}| / |{e0, e2}| = 1/2
-    write_graph(run / "circuits" / f"{STEPS[-1]:08d}" / "b.seed1.json", graph(["e0", "e2"], 5))
-    # a re-extracted at its unsolved first checkpoint: no noise floor there (not J = 1)
-    write_graph(run / "circuits" / f"{STEPS[0]:08d}" / "a.seed1.json",
-                graph([], 0, solved=False))
     return run
+
+
+def timeline_of(run: Path, solved_a: bool = True, empty_first_a: bool = False
+                ) -> CircuitTimeline:
+    """The constructed timeline: the tables above; a unsolved at its first checkpoint (or at
+    every one, ``solved_a=False``), b re-extracted at the last and a at its unsolved first."""
+    weight_graphs = [graph([n for n, seq in WEIGHT_GRAPH.items() if seq[t] == "1"], t)
+                     for t in range(len(STEPS))]
+    circuits: dict[str, list[list[nx.DiGraph]]] = {}
+    for task, per_step in CIRCUITS.items():
+        circuits[task] = []
+        for t, edges in enumerate(per_step):
+            if edges is None:
+                circuits[task].append([])
+                continue
+            attrs = {
+                "task": task, "step": STEPS[t], "seed": 0, "target_loss": 0.1,
+                "solved": t != 0 and (solved_a or task != "a"), "loss_full": 0.05,
+                "loss_circuit": 0.09, "loss_ablated": 0.7, "loss_random": 0.6, "n_nodes": 0,
+                "n_edges": 0, "method": "mean",
+            }
+            if empty_first_a and task == "a" and t == 0:
+                edges = ""
+            circuits[task].append([graph(edges.split(), t, **attrs)])
+    # b re-extracted with another seed at the last checkpoint: J = |{e2}| / |{e0, e2}| = 1/2
+    circuits["b"][-1].append(graph(["e0", "e2"], 5))
+    # a re-extracted at its unsolved first checkpoint: no noise floor there (not J = 1)
+    circuits["a"][0].append(graph([], 0, solved=False))
+    # the trainer's logged churn over each block, summed over tensors (meta.json's "churn")
+    where = [Where(t // 2, t, t % 2, SOURCES[t], (t + 1, 1, 2)) for t in range(len(STEPS))]
+    return CircuitTimeline.build(run, STEPS, where, weight_graphs, circuits)
+
+
+def analysis_of(run: Path, **kwargs: bool) -> RunAnalysis:
+    return RunAnalysis(run, behaviour(run), timeline_of(run, **kwargs))
 
 
 @pytest.fixture
@@ -132,9 +132,8 @@ def row_of(timeline: CircuitTimeline, graph_name: str, edge: str) -> np.ndarray:
 # --- presence, events, churn -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("with_meta", [True, False])
-def test_from_run_builds_presence_and_schedule(tmp_path: Path, with_meta: bool) -> None:
-    timeline = CircuitTimeline.from_run(make_run(tmp_path / "run", with_meta))
+def test_build_makes_presence_and_schedule(run: Path) -> None:
+    timeline = timeline_of(run)
     assert timeline.steps.tolist() == STEPS
     assert timeline.cycles.tolist() == [0, 0, 1, 1, 2, 2]
     assert timeline.positions.tolist() == [0, 1] * 3
@@ -150,7 +149,7 @@ def test_from_run_builds_presence_and_schedule(tmp_path: Path, with_meta: bool) 
 
 
 def test_edge_forms_fades_and_recovers(run: Path) -> None:
-    events = CircuitTimeline.from_run(run).events()
+    events = timeline_of(run).events()
     e1 = [(e.kind, e.step, e.cycle) for e in events
           if e.graph == "weight_graph" and e.param and e.element == f"{EDGES['e1'][0]} -> "
           f"{EDGES['e1'][1]}"]
@@ -162,7 +161,7 @@ def test_edge_forms_fades_and_recovers(run: Path) -> None:
 
 
 def test_churn_split_into_own_other_rest(run: Path) -> None:
-    churn = CircuitTimeline.from_run(run).churn()
+    churn = timeline_of(run).churn()
     assert [c.block for c in churn] == [1, 2, 3, 4, 5]
     assert [c.source for c in churn] == ["b", "a", "b", "a", "b"]
     expected = [  # (births, deaths, revivals) per group, worked out by hand from the tables above
@@ -180,7 +179,7 @@ def test_churn_split_into_own_other_rest(run: Path) -> None:
 
 
 def test_jaccard_curves_and_noise_floor(run: Path) -> None:
-    timeline = CircuitTimeline.from_run(run)
+    timeline = timeline_of(run)
     post = timeline.similarity("a", "post")
     # checkpoint 0 is unsolved: nothing to compare with, so nan rather than a Jaccard
     np.testing.assert_allclose(post["edges"], [np.nan, np.nan, 1, 0.5, 1, 1])
@@ -201,7 +200,7 @@ def test_jaccard_curves_and_noise_floor(run: Path) -> None:
 
 
 def test_circuit_recovery_curves(run: Path) -> None:
-    timeline = CircuitTimeline.from_run(run)
+    timeline = timeline_of(run)
     curves = timeline.recovery_curves("edges")
     # a's windows in cycles >= 1: J = [1, 0.5] from step 29, [1, 1] from step 49
     np.testing.assert_allclose(curves["a"], [1, 0.75])
@@ -234,18 +233,19 @@ def test_compare_cyclic_with_shuffled_control(tmp_path: Path) -> None:
     assert (rs.a, rs.b, rs.diff, rs.low, rs.high) == pytest.approx((0.5, 0.0, 0.5, 0.5, 0.5))
     assert "loss.prequential" in result
     assert "circuit.recovery_score" not in result  # no circuits extracted
-    text = timeline_report(tmp_path / "cyclic", control=tmp_path / "shuffled")
+    text = report(RunAnalysis.load(tmp_path / "cyclic"),
+                  control=RunAnalysis.load(tmp_path / "shuffled"))
     assert "loss.recovery_score" in text and "control:" in text
     assert "need `sparsecircuits extract`" in text
 
 
 def test_compare_runs_with_circuits(run: Path, tmp_path: Path) -> None:
-    other = make_run(tmp_path / "other")
-    result = compare(RunAnalysis.load(run), other, n_boot=20)
+    other = analysis_of(make_run(tmp_path / "other"))
+    result = compare(analysis_of(run), other, n_boot=20)
     rest_deaths = result["churn.rest.deaths_per_block"]  # cycles >= 1: blocks 2..5
     assert rest_deaths.a == pytest.approx(2 / 4)
     assert rest_deaths.diff == 0
-    summary = RunAnalysis.load(run).summary()
+    summary = analysis_of(run).summary()
     assert summary["a.solved_fraction"] == pytest.approx(5 / 6)
     assert summary["b.noise_floor.edges"] == pytest.approx(0.5)
     assert any("a: no re-extraction (a.seed<k>.json) where it is solved" in note
@@ -253,11 +253,7 @@ def test_compare_runs_with_circuits(run: Path, tmp_path: Path) -> None:
 
 
 def test_a_task_never_solved_is_noted_as_such(run: Path) -> None:
-    for path in (run / "circuits").glob("*/a.json"):
-        data = json.loads(path.read_text())
-        data["graph"]["solved"] = False
-        path.write_text(json.dumps(data))
-    notes = RunAnalysis.load(run).summary()["notes"]
+    notes = analysis_of(run, solved_a=False).summary()["notes"]
     assert "a: unsolved at every checkpoint, no circuit to follow" in notes
     assert not any(note.startswith("a: no re-extraction") for note in notes)
 
@@ -273,7 +269,8 @@ def test_spells_of_presence_sequence() -> None:
 
 
 def test_export_run_writes_gexf_with_spells(run: Path) -> None:
-    folder = export_run(run)
+    folder = export_run(analysis_of(run))
+    assert folder == run / "exports"
     g = nx.read_gexf(folder / "weight_graph.gexf")
     assert g.graph["mode"] == "dynamic"
     spans = {(u, v, d["param"]): d["spells"] for u, v, d in g.edges(data=True)}
@@ -304,8 +301,6 @@ def test_export_run_writes_gexf_with_spells(run: Path) -> None:
 
 
 def test_an_empty_unsolved_circuit_keeps_its_attributes(run: Path) -> None:
-    write_graph(run / "circuits" / f"{STEPS[0]:08d}" / "a.json",
-                graph([], 0, task="a", step=STEPS[0], solved=False))
-    timeline = CircuitTimeline.from_run(run)
+    timeline = timeline_of(run, empty_first_a=True)
     assert timeline.circuits["a"].attrs[0]["solved"] is False
     assert np.isnan(timeline.similarity("a", "post")["edges"][:2]).all()

@@ -31,7 +31,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from sparsecircuits.circuits.graph import split_node, weight_site
+from sparsecircuits.circuits.circuit import Circuit
+from sparsecircuits.circuits.graph import channel_sites, split_node, weight_site
 from sparsecircuits.data.corpus import lm_windows, load_corpus
 from sparsecircuits.data.tasks import contrast_accuracy, contrast_loss, eval_set
 from sparsecircuits.hooks import HookFn, HookPoint
@@ -43,6 +44,8 @@ Target = str | tuple[str, str]
 
 REFERENCE_EXAMPLES = 64
 """Examples (task prompts or corpus windows) in a named reference distribution."""
+EVAL_EXAMPLES = 64
+"""Evaluation prompts :func:`evaluate` and circuit extraction score a task on by default."""
 
 _MEANS: weakref.WeakKeyDictionary[SparseGPT, dict[tuple, dict[str, Tensor]]] = (
     weakref.WeakKeyDictionary()
@@ -112,10 +115,15 @@ def _node_hooks(
     per_position: bool, seed: int,
 ) -> list[tuple[str, HookFn]]:
     by_site: dict[str, list[int]] = {}
+    widths = hook_widths(model)
     for node in nodes:
-        site, index = split_node(node)
-        if site not in model.hook_points:
-            raise ValueError(f"{node}: {site} is not a hook point; only channels can be ablated")
+        site, index = _parse_node(node)
+        if site not in widths:
+            raise ValueError(f"{node}: {site} is not a channel hook point; only channels can be "
+                             "ablated (see model.hook_names())")
+        if not 0 <= index < widths[site]:
+            raise ValueError(f"{node}: channel {index} is out of range; {site} has channels "
+                             f"0..{widths[site] - 1}")
         by_site.setdefault(site, []).append(index)
     if not by_site:
         return []
@@ -147,6 +155,26 @@ def _node_hooks(
     return [(site, hook(site, indices)) for site, indices in by_site.items()]
 
 
+def hook_widths(model: SparseGPT) -> dict[str, int]:
+    """Channels of every ``[batch, position, channel]`` hook point of ``model``."""
+    cfg = model.cfg
+    heads, widths = cfg.n_heads * cfg.d_head, {}
+    for name in model.hook_names(lambda name: not name.endswith("hook_pattern")):
+        last = name.rsplit(".", 1)[-1]
+        widths[name] = (heads if last in ("hook_q", "hook_k", "hook_v", "hook_z")
+                        else cfg.d_mlp if last in ("hook_pre", "hook_post") and ".mlp." in name
+                        else cfg.d_model)
+    return widths
+
+
+def _parse_node(node: str) -> tuple[str, int]:
+    try:
+        return split_node(node)
+    except ValueError:
+        raise ValueError(f"{node!r} is not a node id: <hook name>:<channel>, e.g. "
+                         "'blocks.0.mlp.hook_post:3'") from None
+
+
 @contextmanager
 def _zeroed_weights(model: SparseGPT, edges: list[tuple[str, str]]) -> Iterator[None]:
     saved: list[tuple[Tensor, tuple[int, int], Tensor]] = []
@@ -168,20 +196,40 @@ def _zeroed_weights(model: SparseGPT, edges: list[tuple[str, str]]) -> Iterator[
 @contextmanager
 def ablate(
     model: SparseGPT,
-    targets: Iterable[Target],
-    method: Method = "zero",
+    targets: Circuit | str | Iterable[Target] = (),
+    method: Method | None = None,
     reference: Reference | None = None,
     *,
-    per_position: bool = False,
+    keep: Circuit | Iterable[str] | None = None,
+    per_position: bool | None = None,
     seed: int = 0,
 ) -> Iterator[None]:
     """Ablate nodes (ids) and edges (``(source, target)`` id pairs) inside the block.
 
-    ``method`` and ``reference`` apply to nodes (see module doc); edges are always zeroed and
-    restored on exit."""
+    ``targets`` may be one node id, a list of nodes and edges, or a :class:`Circuit` (its
+    nodes: necessity). ``keep=`` instead ablates every channel node *not* kept (sufficiency),
+    as circuit extraction does. A circuit supplies its own ``method``, ``reference`` and
+    ``per_position`` (those it was extracted with) unless given here; otherwise ``method``
+    defaults to ``zero``. ``method`` and ``reference`` apply to nodes (see module doc); edges
+    are always zeroed and restored on exit."""
+    source = keep if isinstance(keep, Circuit) else targets
+    if isinstance(source, Circuit):
+        method = method or source.attrs.get("method", "mean")
+        reference = reference if reference is not None else source.attrs.get("reference")
+        if per_position is None:
+            per_position = bool(source.attrs.get("per_position", False))
+    method, per_position = method or "zero", bool(per_position)
     if method not in ("zero", "mean", "resample"):
         raise ValueError(f"unknown ablation method {method!r}: zero, mean or resample")
+    if isinstance(targets, Circuit):
+        targets = targets.nodes
+    elif isinstance(targets, str):
+        targets = [targets]
     targets = list(targets)
+    if keep is not None:
+        kept = set(keep.nodes if isinstance(keep, Circuit) else keep)
+        targets += [f"{site}:{c}" for site, n in channel_sites(model.cfg).items()
+                    for c in range(n) if f"{site}:{c}" not in kept]
     nodes = [t for t in targets if isinstance(t, str)]
     edges = [t for t in targets if not isinstance(t, str)]
     hooks = _node_hooks(model, nodes, method, reference, per_position, seed)
@@ -190,9 +238,11 @@ def ablate(
 
 
 @torch.no_grad()
-def evaluate(model: SparseGPT, task: str, n: int = 256) -> tuple[float, float]:
+def evaluate(model: SparseGPT, task: str, n: int = EVAL_EXAMPLES) -> tuple[float, float]:
     """Contrast loss and accuracy of ``model`` (with whatever hooks are attached) on the first
-    ``n`` prompts of the task's fixed evaluation set."""
+    ``n`` prompts of the task's fixed evaluation set (by default those circuit extraction
+    scores a circuit on, so inside ``ablate(model, keep=circuit)`` this reproduces the
+    circuit's stored ``loss_circuit``)."""
     batch = eval_set(task, model.cfg.n_ctx, n)
     last = model(batch.tokens, last_only=True)[:, -1]
     return (float(contrast_loss(last, batch.correct, batch.wrong).mean()),

@@ -1,14 +1,17 @@
-"""What leaves the timeline: files for Gephi and other tools, tidy tables, and a text report.
+"""What leaves the timeline for other tools: Gephi files, GraphML and tidy tables (opt-in).
 
-``export_run(run_dir)`` writes, under ``run_dir/circuits/timeline/``::
+``export_run(run)`` (``sparsecircuits export RUN``) writes, under ``RunDir.exports``::
 
-    <graph>.gexf                       dynamic GEXF, one per graph (Gephi plays it as a timeline)
-    <graph>.json                       the same union graph as node-link JSON
-    graphml/<step:08d>/<graph>.graphml each circuit (and, on request, the weight graph) as it is
-                                       at each checkpoint
-    events.csv                         one row per formed / faded / recovered event
-    metrics.csv                        long format: one row per (metric, task, checkpoint)
-    summary.json                       the headline numbers of ``RunAnalysis.summary``
+    <graph>.gexf                   dynamic GEXF, one per graph (Gephi plays it as a timeline)
+    <graph>.json                   the same union graph as node-link JSON
+    graphml/<step>/<graph>.graphml each circuit (and, on request, the weight graph) as it is
+                                   at each checkpoint
+    events.csv                     one row per formed / faded / recovered event
+    metrics.csv                    long format: one row per (metric, task, checkpoint)
+    summary.json                   the headline numbers of ``RunAnalysis.summary``
+
+These are large (a ``tiny`` run: about 130 MB, mostly the weight graph's GEXF and JSON) and
+all derived from the run, so nothing writes them unless asked.
 
 ``<graph>`` is ``weight_graph`` or a task. Time is the training step. An element's *spells* are
 its maximal runs of presence over the extracted checkpoints; a run from checkpoint i to j spans
@@ -30,6 +33,8 @@ from typing import Any, NamedTuple
 import networkx as nx
 import numpy as np
 
+from sparsecircuits.analysis import RunAnalysis
+from sparsecircuits.checkpoint import write_json
 from sparsecircuits.circuits.graphml import graphml_text
 from sparsecircuits.circuits.timeline import (
     CHURN,
@@ -40,11 +45,8 @@ from sparsecircuits.circuits.timeline import (
     CircuitTimeline,
     Elements,
     EventRow,
-    RunAnalysis,
-    compare,
 )
-
-TIMELINE_DIR = "timeline"
+from sparsecircuits.rundir import RunDir, step_name
 
 
 def _plain(attrs: dict[str, Any]) -> dict[str, Any]:
@@ -212,83 +214,37 @@ def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]])
         writer.writerows(rows)
 
 
-def _json_safe(value: Any) -> Any:
-    """nan and inf as null, tuples as lists, numpy scalars as numbers: strict JSON."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def _write_json(path: Path, data: Any, indent: int | None = None) -> None:
-    """Strict JSON; unindented by default (indenting makes json use its slow Python encoder)."""
-    path.write_text(json.dumps(_json_safe(data), indent=indent), encoding="utf-8")
-
-
 # --- the run -----------------------------------------------------------------------------------
 
 
-def export_run(run_dir: str | Path, weight_graph_graphml: bool = False) -> Path:
-    """Write every export of a run under ``run_dir/circuits/timeline/`` (module docstring) and
-    return that folder. It is written aside and renamed into place, so it is whole or absent.
+def export_run(run: str | Path | RunAnalysis, weight_graph_graphml: bool = False) -> Path:
+    """Write every export of a run under ``RunDir.exports`` (module docstring) and return that
+    folder. It is written aside and renamed into place, so it is whole or absent.
 
     GraphML of the whole weight graph at every checkpoint is opt-in: networkx writes it at about
     60k edges a second, and ``weight_graph.json`` and ``weight_graph.gexf`` already hold it.
     """
-    analysis = RunAnalysis.load(run_dir)
-    circuits = Path(run_dir) / "circuits"
-    circuits.mkdir(exist_ok=True)
-    partial = circuits / f".{TIMELINE_DIR}-partial"
+    analysis = run if isinstance(run, RunAnalysis) else RunAnalysis.load(run)
+    final = RunDir(analysis.run_dir).exports
+    partial = final.with_name(f".{final.name}-partial")
     shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir()
+    partial.mkdir(parents=True)
     t = analysis.timeline
     if t is not None:
         for name in (WEIGHT_GRAPH, *t.tasks):
             union = timeline_graph(t, name)
             nx.write_gexf(union, partial / f"{name}.gexf", prettyprint=False)
-            _write_json(partial / f"{name}.json", nx.node_link_data(union, edges="edges"))
+            write_json(partial / f"{name}.json", nx.node_link_data(union, edges="edges"))
             if name == WEIGHT_GRAPH and not weight_graph_graphml:
                 continue
             for k in np.flatnonzero(t.graph(name).extracted):
-                folder = partial / "graphml" / f"{int(t.steps[k]):08d}"
+                folder = partial / "graphml" / step_name(int(t.steps[k]))
                 folder.mkdir(parents=True, exist_ok=True)
                 path = folder / f"{name}.graphml"
                 path.write_text(graphml_text(snapshot_graph(t, name, k)))
         _write_csv(partial / "events.csv", EventRow._fields, t.events())
     _write_csv(partial / "metrics.csv", MetricRow._fields, metric_rows(analysis))
-    _write_json(partial / "summary.json", analysis.summary(), indent=1)
-    final = circuits / TIMELINE_DIR
+    write_json(partial / "summary.json", analysis.summary(), indent=1)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(partial, final)
     return final
-
-
-def _format(value: Any) -> str:
-    if isinstance(value, tuple):
-        estimate, low, high = value
-        return f"{estimate:.3f}  [{low:.3f}, {high:.3f}]"
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    return str(value)
-
-
-def timeline_report(run_dir: str | Path, control: str | Path | None = None) -> str:
-    """The summary of a run as text; with ``control`` (its shuffled twin), every comparable
-    metric beside the control's, with the difference run − control and its 95% interval."""
-    run = RunAnalysis.load(run_dir)
-    summary = run.summary()
-    notes = summary.pop("notes")
-    lines = [f"{name:<44} {_format(value)}" for name, value in summary.items()]
-    if control is not None:
-        lines += ["", f"{'control: ' + str(control):<44} {'run':>8} {'control':>8} {'diff':>8}"
-                      "  95% interval"]
-        lines += [f"{name:<44} {c.a:8.3f} {c.b:8.3f} {c.diff:8.3f}  [{c.low:.3f}, {c.high:.3f}]"
-                  for name, c in compare(run, RunAnalysis.load(control)).items()]
-    if notes:
-        lines += ["", *(f"note: {note}" for note in notes)]
-    return "\n".join(lines)

@@ -47,11 +47,12 @@ import torch
 from torch import Tensor
 
 from sparsecircuits.circuits.ablate import (
-    REFERENCE_EXAMPLES,
+    EVAL_EXAMPLES,
     evaluate,
     masked_hook,
     mean_activations,
 )
+from sparsecircuits.circuits.circuit import Circuit
 from sparsecircuits.circuits.graph import channel_sites, site_layer, split_node
 from sparsecircuits.data.tasks import TaskBatch, contrast_loss, eval_set, train_batch
 from sparsecircuits.hooks import HookFn, HookPoint
@@ -78,7 +79,7 @@ class PruneConfig:
     """Added to the loss per kept node."""
     rows: int = 16
     """Training rows per task per step."""
-    eval_examples: int = 64
+    eval_examples: int = EVAL_EXAMPLES
     """Evaluation prompts for the bisection and the faithfulness losses."""
     importance_examples: int = 8
     """Evaluation prompts for the per-node importances."""
@@ -98,26 +99,13 @@ class PruneConfig:
     at least one node): the circuit found is at most that much larger than the smallest top-k
     meeting the target, well inside the seed-to-seed spread of circuit sizes."""
 
-    def describe_reference(self) -> str:
-        """The ablation baseline in words, as stored with every circuit."""
-        if self.method == "zero":
-            return "zero"
-        where = ("the task's first {n} evaluation prompts" if self.reference == "task"
-                 else "{n} held-out corpus windows").format(n=REFERENCE_EXAMPLES)
-        per = "per position" if self.per_position else "over positions and examples"
-        return f"mean {per} of {where}"
-
-
-@dataclass
-class Circuit:
-    """A task's circuit at one checkpoint; ``graph`` is the circuit subgraph of the weight
-    graph, with node attribute ``importance`` and the faithfulness numbers as graph
-    attributes (``solved``, ``loss_full``, ``loss_circuit``, ...). ``logits`` are the trained
-    mask logits over :func:`node_ids`, for a warm start (None when unsolved)."""
-
-    task: str
-    graph: nx.DiGraph
-    logits: Tensor | None
+    def reference_of(self, task: str) -> str:
+        """What the means of ``task``'s circuit are taken over, as :func:`ablate` takes it:
+        the task's name (its first ``ablate.REFERENCE_EXAMPLES`` evaluation prompts) or
+        ``"corpus"``."""
+        if self.reference not in ("task", "corpus"):
+            raise ValueError(f"unknown reference {self.reference!r}: task or corpus")
+        return task if self.reference == "task" else "corpus"
 
 
 @dataclass
@@ -184,10 +172,7 @@ class _Pruner:
         c = self.config
         if c.method == "zero":
             return torch.zeros(sum(self.widths))
-        if c.reference not in ("task", "corpus"):
-            raise ValueError(f"unknown reference {c.reference!r}: task or corpus")
-        reference = task if c.reference == "task" else "corpus"
-        means = mean_activations(self.model, reference, per_position=c.per_position)
+        means = mean_activations(self.model, c.reference_of(task), per_position=c.per_position)
         return torch.cat([means[site] for site in self.sites], dim=-1)
 
     def losses(self, groups: list[tuple[TaskBatch, Tensor]], baseline: Tensor,
@@ -529,6 +514,7 @@ def _circuit_graph(
         loss_full=loss_full, loss_circuit=losses.get("loss_circuit"),
         loss_ablated=losses.get("loss_ablated"), loss_random=losses.get("loss_random"),
         n_nodes=graph.number_of_nodes(), n_edges=graph.number_of_edges(),
-        ablation=config.method, reference=config.describe_reference(),
+        method=config.method, reference=config.reference_of(task),
+        per_position=config.per_position, n_eval=config.eval_examples,
     )
     return graph

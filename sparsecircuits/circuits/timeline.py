@@ -1,25 +1,21 @@
-"""The timeline of a run: its circuits and losses through the checkpoints of a cyclic schedule.
+"""The circuit timeline of a run: its weight graph and task circuits through the checkpoints.
 
-It reads what the extractor wrote, one folder per checkpoint::
-
-    circuits/<step:08d>/weight_graph.json     every surviving connection (node-link JSON)
-    circuits/<step:08d>/<task>.json           the task's circuit, a subgraph of it
-    circuits/<step:08d>/<task>.seed<k>.json   the same extraction with another seed
-
-Node ids are positional (``blocks.0.mlp.hook_post:180``), so an id means the same channel at every
-checkpoint; an edge is keyed by ``(source, target, param)``. From these it builds, per graph, the
-presence of every node and edge at every checkpoint, and from presence the events (formed, faded,
-recovered), the churn per block, and Jaccard similarities beside the re-extraction noise floor.
-With ``evals.jsonl`` it adds the behavioural metrics of Yang et al. (2024) (``behaviour``), and
-``compare`` sets a cyclic run beside its shuffled control. Exports live in ``export``.
+At every checkpoint with extracted circuits it takes the weight graph (every surviving
+connection, a function of the checkpoint's weights) and each task's circuit with its seed
+re-extractions (:mod:`~sparsecircuits.circuits.circuit`). Node ids are positional
+(``blocks.0.mlp.hook_post:180``), so an id means the same channel at every checkpoint; an edge
+is keyed by ``(source, target, param)``. From these it builds, per graph, the presence of every
+node and edge at every checkpoint, and from presence the events (formed, faded, recovered),
+the churn per block, and Jaccard similarities beside the re-extraction noise floor.
+The losses (Yang et al.'s behavioural metrics) live in :mod:`sparsecircuits.behaviour`, the
+summary of a run and the comparison of two in :mod:`sparsecircuits.analysis`, the exports in
+:mod:`~sparsecircuits.circuits.export`.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import math
-import re
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -30,26 +26,21 @@ import networkx as nx
 import numpy as np
 
 from sparsecircuits import metrics
-from sparsecircuits.metrics import Comparison, LossMatrix
+from sparsecircuits.checkpoint import CheckpointError, read_meta
+from sparsecircuits.circuits.circuit import read_circuit
+from sparsecircuits.circuits.graph import weight_graph as build_weight_graph
+from sparsecircuits.metrics import LossMatrix
+from sparsecircuits.rundir import RunDir
 
 WEIGHT_GRAPH = "weight_graph"
+"""The name of the whole weight graph among the timeline's graphs (the others are tasks)."""
 KINDS = ("nodes", "edges", "weighted_edges")
 """Similarity kinds: Jaccard of node ids, of edge keys, and |weight|-weighted Jaccard of edges."""
 REFERENCES = ("post", "previous", "final")
 GROUPS = ("own", "other", "rest")
 CHURN = ("births", "deaths", "revivals")
-_SEED_FILE = re.compile(r"^(?P<graph>.+)\.seed(?P<seed>\d+)\.json$")
 
 EdgeKey = tuple[str, str, str]
-
-
-# --- reading the extractor's files -------------------------------------------------------------
-
-
-def read_graph(path: str | Path) -> nx.Graph:
-    """A node-link JSON graph, written with either ``edges`` or the older ``links`` key."""
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
-    return nx.node_link_graph(data, edges="edges" if "edges" in data else "links")
 
 
 def _node_data(graph: nx.Graph) -> dict[str, dict[str, Any]]:
@@ -164,13 +155,12 @@ class GraphTimeline:
 
 
 def _graph_timeline(
-    name: str, files: Sequence[Path | None], seeds: Sequence[Sequence[Path]]
+    name: str, graphs: Sequence[nx.Graph | None], seeds: Sequence[Sequence[nx.Graph]]
 ) -> GraphTimeline:
-    """Read one graph's file at every checkpoint (None: not extracted) and its re-extractions."""
-    graphs = [read_graph(path) if path else None for path in files]
+    """One graph at every checkpoint (None: not extracted) and its re-extractions there."""
     # Only where the task is solved: two empty circuits of an unsolved task would count as equal.
     floors = [
-        noise_floor([Snapshot.of(g), *(Snapshot.of(read_graph(p)) for p in extra)])
+        noise_floor([Snapshot.of(g), *(Snapshot.of(e) for e in extra)])
         if g is not None and extra and g.graph.get("solved", True)
         else dict.fromkeys(KINDS, math.nan)
         for g, extra in zip(graphs, seeds, strict=True)
@@ -219,19 +209,24 @@ class BlockChurn(NamedTuple):
     logged: tuple[int, int, int] | None
 
 
-def _where(run_dir: Path, step: int, graph_attrs: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Cycle, block, position, source and logged churn of a checkpoint: from its meta.json,
-    else from the attributes of its graphs."""
-    path = run_dir / "checkpoints" / f"{step:08d}" / "meta.json"
-    meta = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-    fields = {key: value for attrs in graph_attrs for key, value in attrs.items()} | meta
-    try:
-        where = {key: int(fields[key]) for key in ("cycle", "block", "position")}
-        return {**where, "source": str(fields["source"]), "churn": _logged_churn(meta)}
-    except KeyError as err:
-        raise ValueError(
-            f"checkpoint {step}: {err} is neither in {path} nor an attribute of its graphs"
-        ) from None
+class Where(NamedTuple):
+    """A checkpoint's place in the schedule (from its meta.json) and the trainer's churn count
+    over its block (None where not logged)."""
+
+    cycle: int
+    block: int
+    position: int
+    source: str
+    churn: tuple[int, int, int] | None = None
+
+    @classmethod
+    def of_checkpoint(cls, run: RunDir, step: int) -> Where:
+        meta = read_meta(run.checkpoint(step))
+        try:
+            return cls(int(meta["cycle"]), int(meta["block"]), int(meta["position"]),
+                       str(meta["source"]), _logged_churn(meta))
+        except KeyError as err:
+            raise CheckpointError(f"{run.checkpoint(step)}: meta.json lacks {err}") from None
 
 
 def _logged_churn(meta: dict[str, Any]) -> tuple[int, int, int] | None:
@@ -262,53 +257,56 @@ class CircuitTimeline:
     circuits: dict[str, GraphTimeline]
 
     @classmethod
-    def from_run(cls, run_dir: str | Path) -> CircuitTimeline:
-        """Read ``run_dir/circuits/<step>/`` and the checkpoints' meta.json."""
-        run_dir = Path(run_dir)
-        root = run_dir / "circuits"
-        folders = sorted(
-            (p for p in root.iterdir() if p.is_dir() and p.name.isdigit()) if root.is_dir() else [],
-            key=lambda p: int(p.name),
-        )
-        if not folders:
-            raise FileNotFoundError(f"{root}: no circuit folders; run the extractor first")
-        main: list[dict[str, Path]] = []
-        seeds: list[dict[str, list[Path]]] = []
-        for folder in folders:
-            main.append({})
-            seeds.append({})
-            for path in sorted(folder.glob("*.json")):
-                match = _SEED_FILE.match(path.name)
-                if match:
-                    seeds[-1].setdefault(match["graph"], []).append(path)
-                elif not path.name.startswith("."):
-                    main[-1][path.stem] = path
-        names = dict.fromkeys(name for files in main for name in files)
+    def build(
+        cls,
+        run_dir: str | Path,
+        steps: Sequence[int],
+        where: Sequence[Where],
+        weight_graphs: Sequence[nx.Graph | None],
+        circuits: dict[str, Sequence[Sequence[nx.Graph]]],
+    ) -> CircuitTimeline:
+        """A timeline from graphs in memory: per checkpoint its place in the schedule, its
+        weight graph (None: not available) and per task its extractions, seed 0 first (an
+        empty list: not extracted there)."""
         graphs = {
-            name: _graph_timeline(
-                name, [f.get(name) for f in main], [s.get(name, []) for s in seeds]
-            )
-            for name in names
+            name: _graph_timeline(name, [e[0] if e else None for e in per_step],
+                                  [e[1:] for e in per_step])
+            for name, per_step in circuits.items()
         }
-        weight_graph = graphs.pop(WEIGHT_GRAPH, None) or _graph_timeline(
-            WEIGHT_GRAPH, [None] * len(folders), [[]] * len(folders)
-        )
-        every = (weight_graph, *graphs.values())
-        where = [
-            _where(run_dir, int(folder.name), [g.attrs[t] for g in every])
-            for t, folder in enumerate(folders)
-        ]
         return cls(
-            run_dir=run_dir,
-            steps=np.array([int(folder.name) for folder in folders]),
-            cycles=np.array([w["cycle"] for w in where]),
-            blocks=np.array([w["block"] for w in where]),
-            positions=np.array([w["position"] for w in where]),
-            sources=tuple(w["source"] for w in where),
-            logged_churn=tuple(w["churn"] for w in where),
-            weight_graph=weight_graph,
+            run_dir=Path(run_dir),
+            steps=np.array(steps, dtype=int),
+            cycles=np.array([w.cycle for w in where], dtype=int),
+            blocks=np.array([w.block for w in where], dtype=int),
+            positions=np.array([w.position for w in where], dtype=int),
+            sources=tuple(w.source for w in where),
+            logged_churn=tuple(w.churn for w in where),
+            weight_graph=_graph_timeline(WEIGHT_GRAPH, weight_graphs, [[]] * len(steps)),
             circuits=graphs,
         )
+
+    @classmethod
+    def from_run(
+        cls, run_dir: str | Path, weight_graph: Callable[[int], nx.DiGraph] | None = None
+    ) -> CircuitTimeline:
+        """Every checkpoint of a run with extracted circuits. ``weight_graph(step)`` gives a
+        checkpoint's weight graph (default: built from its weights; ``Run`` passes its cache)."""
+        run = RunDir(run_dir)
+        steps = run.circuit_steps()
+        if not steps:
+            raise CheckpointError(f"{run.circuits}: no extracted circuits; run "
+                                  f"`sparsecircuits extract {run.root}` first")
+        graph_of = weight_graph or (lambda step: build_weight_graph(run.checkpoint(step)))
+        weight_graphs, found = [], {}
+        for t, step in enumerate(steps):
+            graph = graph_of(step)
+            weight_graphs.append(graph)
+            for (task, seed), path in sorted(run.circuit_files(step).items()):
+                per_step = found.setdefault(task, [[] for _ in steps])
+                if seed == 0 or per_step[t]:  # a re-extraction counts beside its seed 0
+                    per_step[t].append(read_circuit(path, graph).graph)
+        return cls.build(run.root, steps, [Where.of_checkpoint(run, s) for s in steps],
+                         weight_graphs, found)
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -478,7 +476,7 @@ class CircuitTimeline:
         if not curves:
             return math.nan, math.nan, math.nan
         return metrics.bootstrap_ci(
-            np.array(list(curves.values())), statistic=_circuit_rs_of_mean, n_boot=n_boot,
+            np.array(list(curves.values())), statistic=circuit_rs_of_mean, n_boot=n_boot,
             seed=seed,
         )
 
@@ -488,229 +486,6 @@ def _total(triples: Iterable[tuple[int, int, int]]) -> tuple[int, int, int]:
     return int(births), int(deaths), int(revivals)
 
 
-def _circuit_rs_of_mean(curves: np.ndarray) -> float:
+def circuit_rs_of_mean(curves: np.ndarray) -> float:
+    """The circuit recovery score of the mean of per-task J(τ) curves (a bootstrap statistic)."""
     return metrics.circuit_recovery_score(np.mean(curves, axis=0))
-
-
-# --- behaviour ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, eq=False)
-class BehaviourReport:
-    """The behavioural metrics of a run, from ``evals.jsonl`` (and ``metrics.jsonl`` for savings).
-
-    ``cycle_starts``: rows of the loss matrix where a new cycle begins (the lines to draw on the
-    per-task curves ``matrix.column(source)``). ``offsets``/``shift_curve``: Yang's
-    shift-averaged curve c(τ) (``metrics.shift_averaged_curve``); ``recovery``: its RS with a
-    bootstrap interval over sources. ``prequential``: per source, the loss before its block.
-    ``savings``: per source, per re-exposure, the steps to regain the previous exposure's final
-    training-batch loss (``metrics.savings``; None: not regained), only for sources that
-    ``metrics.jsonl`` logged inside every exposure.
-    """
-
-    matrix: LossMatrix
-    first_cycle: int
-    cycle_starts: np.ndarray
-    offsets: np.ndarray
-    shift_curve: np.ndarray
-    recovery: tuple[float, float, float]
-    per_source_recovery: dict[str, list[tuple[int, float]]]
-    prequential: dict[str, float]
-    savings: dict[str, list[int | None]]
-    notes: tuple[str, ...]
-
-
-def behaviour(
-    run_dir: str | Path, first_cycle: int = 1, n_boot: int = 1000, seed: int = 0
-) -> BehaviourReport:
-    """The behavioural metrics of ``run_dir`` over cycles ≥ ``first_cycle``."""
-    run_dir = Path(run_dir)
-    matrix = metrics.read_evals(run_dir / "evals.jsonl")
-    notes = []
-    try:
-        offsets, curve = metrics.shift_averaged_curve(matrix, first_cycle)
-        recovery = metrics.recovery_score_ci(matrix, first_cycle, n_boot=n_boot, seed=seed)
-    except ValueError as err:
-        offsets, curve, recovery = np.arange(0), np.array([]), (math.nan, math.nan, math.nan)
-        notes.append(f"recovery score: {err}")
-    savings = _savings(run_dir / "metrics.jsonl", matrix)
-    if not savings:
-        notes.append("savings: not evaluable (metrics.jsonl does not log every exposure)")
-    return BehaviourReport(
-        matrix=matrix,
-        first_cycle=first_cycle,
-        cycle_starts=np.flatnonzero(np.diff(matrix.cycles, prepend=matrix.cycles[:1] - 1)),
-        offsets=offsets,
-        shift_curve=curve,
-        recovery=recovery,
-        per_source_recovery=metrics.per_source_recovery(matrix, first_cycle),
-        prequential=metrics.prequential_loss(matrix, first_cycle),
-        savings=savings,
-        notes=tuple(notes),
-    )
-
-
-def _savings(path: Path, matrix: LossMatrix) -> dict[str, list[int | None]]:
-    """``metrics.savings`` on the logged training-batch loss of every source trained ≥ twice.
-
-    Exposure i of a source is the block of row a: steps ``steps[a−1]+1 .. steps[a]``. The
-    training-batch loss is noisier than the fixed evaluation sets, so read savings as a rough
-    count of steps.
-    """
-    if not path.exists():
-        return {}
-    logged: dict[str, dict[int, float]] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            record = json.loads(line)
-            logged.setdefault(record["source"], {})[int(record["step"])] = record["source_loss"]
-    result = {}
-    for source, by_step in logged.items():
-        rows = metrics.exposures(matrix, source)
-        starts = [int(matrix.steps[a - 1]) + 1 if a else 0 for a in rows]
-        ends = [int(matrix.steps[a]) for a in rows]
-        steps = np.array(sorted(by_step))
-        inside = [np.any((steps >= s) & (steps <= e)) for s, e in zip(starts, ends, strict=True)]
-        if len(rows) >= 2 and all(inside):
-            losses = np.array([by_step[s] for s in steps], dtype=float)
-            result[source] = metrics.savings(losses, steps, starts, ends)
-    return result
-
-
-# --- a run, its summary, and two runs side by side -----------------------------------------------
-
-
-@dataclass(frozen=True, eq=False)
-class RunAnalysis:
-    """A run's behaviour and, when its circuits have been extracted, its circuit timeline."""
-
-    run_dir: Path
-    behaviour: BehaviourReport
-    timeline: CircuitTimeline | None
-
-    @classmethod
-    def load(cls, run_dir: str | Path, first_cycle: int = 1) -> RunAnalysis:
-        run_dir = Path(run_dir)
-        circuits = run_dir / "circuits"
-        has_circuits = circuits.is_dir() and any(p.name.isdigit() for p in circuits.iterdir())
-        return cls(
-            run_dir,
-            behaviour(run_dir, first_cycle),
-            CircuitTimeline.from_run(run_dir) if has_circuits else None,
-        )
-
-    def samples(self) -> dict[str, tuple[np.ndarray, Callable[[np.ndarray], float]]]:
-        """Every comparable metric as ``(rows, statistic)``: rows are sources, tasks or blocks,
-        the unit the bootstrap of ``compare`` resamples."""
-        b, first_cycle = self.behaviour, self.behaviour.first_cycle
-        shift = metrics.source_shift_curves(b.matrix, first_cycle)
-        trained = [s for s in dict.fromkeys(b.matrix.trained) if s in b.matrix.sources]
-        out: dict[str, tuple[np.ndarray, Callable[[np.ndarray], float]]] = {
-            "loss.final": (np.array([b.matrix.column(s)[-1] for s in trained]), np.mean),
-        }
-        if shift:
-            out["loss.recovery_score"] = (
-                np.array(list(shift.values())), metrics.averaged_recovery_score)
-        if b.prequential:
-            out["loss.prequential"] = (np.array(list(b.prequential.values())), np.mean)
-        regained = [s for values in b.savings.values() for s in values if s is not None]
-        if regained:
-            out["loss.savings_steps"] = (np.array(regained, dtype=float), np.mean)
-        if self.timeline is None:
-            return out
-        curves = self.timeline.recovery_curves("edges", first_cycle)
-        if curves:
-            rows = np.array(list(curves.values()))
-            out["circuit.recovery_score"] = (rows, _circuit_rs_of_mean)
-            out["circuit.pre_exposure_jaccard"] = (rows[:, -1], np.mean)
-        floors = [np.nanmean(c.noise["edges"]) for c in self.timeline.circuits.values()
-                  if not np.all(np.isnan(c.noise["edges"]))]
-        if floors:
-            out["circuit.noise_floor"] = (np.array(floors), np.mean)
-        blocks = [c for c in self.timeline.churn() if c.cycle >= first_cycle]
-        if blocks:
-            for group, (i, name) in itertools.product(GROUPS, enumerate(CHURN)):
-                counts = np.array([c.counts[group][i] for c in blocks], dtype=float)
-                out[f"churn.{group}.{name}_per_block"] = (counts, np.mean)
-        return out
-
-    def summary(self) -> dict[str, Any]:
-        """The headline numbers of the run: a flat ``{name: value}``, values float or
-        ``(estimate, low, high)``; ``notes`` lists what could not be computed and why."""
-        b = self.behaviour
-        out: dict[str, Any] = {
-            "run": str(self.run_dir),
-            "blocks_evaluated": len(b.matrix.steps),
-            "cycles": len(set(b.matrix.cycles[b.matrix.cycles >= 0].tolist())),
-        }
-        out |= {name: float(statistic(rows)) for name, (rows, statistic) in self.samples().items()}
-        out["loss.recovery_score"] = b.recovery  # with its interval
-        notes = list(b.notes)
-        if self.timeline is None:
-            notes.append("no circuits/ folder: circuit metrics need `sparsecircuits extract`")
-        else:
-            out |= self._circuit_summary(self.timeline, notes)
-        out["notes"] = notes
-        return out
-
-    def _circuit_summary(self, t: CircuitTimeline, notes: list[str]) -> dict[str, Any]:
-        first_cycle = self.behaviour.first_cycle
-        out: dict[str, Any] = {
-            "checkpoints": len(t.steps),
-            "circuit.recovery_score": t.recovery_score("edges", first_cycle),
-        }
-        events = t.events()
-        curves = t.recovery_curves("edges", first_cycle)
-        for name in t.tasks:
-            c = t.circuits[name]
-            solved = [bool(a.get("solved")) for a, e in zip(c.attrs, c.extracted, strict=True) if e]
-            out[f"{name}.solved_fraction"] = _mean(solved)
-            out[f"{name}.edges_mean"] = float(c.edges.present[:, c.extracted].sum(0).mean())
-            out[f"{name}.noise_floor.edges"] = _nanmean(c.noise["edges"])
-            if name in curves:
-                out[f"{name}.pre_exposure_jaccard.edges"] = float(curves[name][-1])
-                out[f"{name}.recovery_score.edges"] = metrics.circuit_recovery_score(curves[name])
-            previous = t.similarity(name, "previous")["edges"]
-            out[f"{name}.previous_jaccard.edges"] = _nanmean(previous)
-            for kind in ("formed", "faded", "recovered"):
-                out[f"{name}.edge_events.{kind}"] = sum(
-                    e.graph == name and e.element_type == "edge" and e.kind == kind
-                    for e in events
-                )
-            if not any(solved):
-                notes.append(f"{name}: unsolved at every checkpoint, no circuit to follow")
-            elif np.all(np.isnan(c.noise["edges"])):
-                notes.append(f"{name}: no re-extraction ({name}.seed<k>.json) where it is "
-                             "solved, noise floor nan (`extract --seeds 3` makes them); read its "
-                             "Jaccard changes without one")
-        if len(t.tasks) > 1:
-            final = t.overlap("edges")[-1]
-            out["overlap.edges.final_mean"] = _nanmean(final[~np.eye(len(t.tasks), dtype=bool)])
-        return out
-
-
-def _mean(values: Any) -> float:
-    values = list(values)
-    return float(np.mean(values)) if values else math.nan
-
-
-def _nanmean(values: np.ndarray) -> float:
-    values = np.asarray(values, dtype=float)
-    return float(np.nanmean(values)) if np.any(~np.isnan(values)) else math.nan
-
-
-def compare(
-    run_a: str | Path | RunAnalysis,
-    run_b: str | Path | RunAnalysis,
-    n_boot: int = 1000,
-    seed: int = 0,
-) -> dict[str, Comparison]:
-    """Every metric both runs have, side by side: ``metrics.compare_runs`` of a − b with a
-    bootstrap interval that resamples each run's sources (tasks, blocks) independently."""
-    a, b = (r if isinstance(r, RunAnalysis) else RunAnalysis.load(r) for r in (run_a, run_b))
-    samples_a, samples_b = a.samples(), b.samples()
-    return {
-        name: metrics.compare_runs(rows, samples_b[name][0], statistic, n_boot=n_boot, seed=seed)
-        for name, (rows, statistic) in samples_a.items()
-        if name in samples_b
-    }

@@ -1,11 +1,10 @@
-"""What the figures need of a run, from whatever the caller has: a run folder, a ``Run``, a
-``RunAnalysis``, or the data objects themselves (``CircuitTimeline``, ``BehaviourReport``,
-``LossMatrix``).
+"""What the figures need of a run, from whatever the caller has: a run folder, a ``Run``
+(:func:`sparsecircuits.open_run`), a ``RunAnalysis``, or the data objects themselves
+(``CircuitTimeline``, ``BehaviourReport``, ``LossMatrix``).
 
-The figures never open a file inside a run folder: a folder is read through
-:func:`~sparsecircuits.circuits.timeline.behaviour` and
-:meth:`~sparsecircuits.circuits.timeline.CircuitTimeline.from_run` (or the ``Run`` facade when
-the package has one), and what is missing is recorded with its reason, for the panel to say.
+The figures never open a file inside a run folder: a folder is opened with ``open_run`` and read
+through ``Run.behaviour()`` and ``Run.timeline()``; what is missing is recorded with its reason,
+for the panel to say.
 """
 
 from __future__ import annotations
@@ -19,13 +18,13 @@ import networkx as nx
 import numpy as np
 
 from sparsecircuits import metrics
-from sparsecircuits.circuits.timeline import (
-    BehaviourReport,
-    CircuitTimeline,
-    RunAnalysis,
-    behaviour,
-)
+from sparsecircuits.analysis import RunAnalysis
+from sparsecircuits.behaviour import BehaviourReport
+from sparsecircuits.checkpoint import CheckpointError
+from sparsecircuits.circuits.timeline import CircuitTimeline
 from sparsecircuits.metrics import LossMatrix
+
+NO_CIRCUITS = "no circuits: run `sparsecircuits extract` first"
 
 
 @dataclass(frozen=True, eq=False)
@@ -43,35 +42,20 @@ class RunData:
         return self.missing.get(item, f"no {item} given")
 
 
-def _from_folder(path: Path) -> RunData:
-    missing: dict[str, str] = {}
-    report = timeline = None
-    try:
-        report = behaviour(path)
-    except FileNotFoundError:
-        missing["behaviour"] = "no loss matrix: the run has no evaluations yet"
-    except ValueError as err:
-        missing["behaviour"] = f"loss matrix unreadable: {err}"
-    try:
-        timeline = CircuitTimeline.from_run(path)
-    except FileNotFoundError:
-        missing["timeline"] = "no circuits: run `sparsecircuits extract` first"
-    return RunData(path.name, timeline, report, report.matrix if report else None, missing)
-
-
 def _from_run(run: Any) -> RunData:
-    """A ``Run`` of ``sparsecircuits.open_run`` (duck-typed: it has ``timeline()`` and
-    ``behaviour()``)."""
+    """A ``Run`` (duck-typed: it has ``timeline()`` and ``behaviour()``)."""
     missing: dict[str, str] = {}
     report = timeline = None
     try:
         report = run.behaviour()
-    except (FileNotFoundError, ValueError) as err:
+    except FileNotFoundError:
+        missing["behaviour"] = "no loss matrix: the run has not reached a block boundary"
+    except (CheckpointError, ValueError) as err:
         missing["behaviour"] = f"no loss matrix: {err}"
     try:
         timeline = run.timeline()
-    except FileNotFoundError:
-        missing["timeline"] = "no circuits: run `sparsecircuits extract` first"
+    except (CheckpointError, FileNotFoundError):
+        missing["timeline"] = NO_CIRCUITS
     if isinstance(report, RunAnalysis):
         report = report.behaviour
     name = Path(getattr(run, "path", "run")).name
@@ -84,15 +68,11 @@ def run_data(run: Any) -> RunData:
     if isinstance(run, RunData):
         return run
     if isinstance(run, str | Path):
-        path = Path(run)
-        try:
-            from sparsecircuits.run import open_run  # the Run facade, where it exists
-        except ImportError:
-            return _from_folder(path)
-        return _from_run(open_run(path))
+        from sparsecircuits.run import open_run
+
+        return _from_run(open_run(run))
     if isinstance(run, RunAnalysis):
-        missing = {} if run.timeline else {"timeline": "no circuits: run `sparsecircuits "
-                                                        "extract` first"}
+        missing = {} if run.timeline else {"timeline": NO_CIRCUITS}
         return RunData(run.run_dir.name, run.timeline, run.behaviour, run.behaviour.matrix,
                        missing)
     if isinstance(run, CircuitTimeline):
