@@ -257,3 +257,19 @@ def test_cli_figures(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -
         main(["figures", str(run), "--format", "gif", "--out", str(tmp_path / "g")])
     assert err.value.code == 2
     assert "formats: gif" in capsys.readouterr().err
+
+
+def test_a_run_without_circuits_gets_its_loss_figures_and_says_the_rest(
+        tmp_path: Path) -> None:
+    config = config_from_dict({**MICRO, "schedule": {**MICRO["schedule"], "cycles": 2}})
+    validate(config)
+    bare = train(config, tmp_path / "bare", progress=False)
+    written = figures.write_figures(bare, tmp_path / "figs", formats="png")
+    index = written[-1].read_text()
+    assert "Missing: no circuits: run `sparsecircuits extract` first." in index
+    assert {p.stem for p in written} >= {"loss_matrix", "loss_curves", "recovery", "jaccard",
+                                         "churn", "edge_survival_weight_graph"}
+    ax = figures.edge_survival(bare)
+    assert "sparsecircuits extract" in texts(ax.figure)
+    ax = figures.recovery(bare)  # cycle 1 holds the one complete window of each source
+    assert ax.get_legend().get_texts()[0].get_text().startswith("cyclic (bare): RS ")

@@ -52,10 +52,14 @@ def _from_run(run: Any) -> RunData:
         missing["behaviour"] = "no loss matrix: the run has not reached a block boundary"
     except (CheckpointError, ValueError) as err:
         missing["behaviour"] = f"no loss matrix: {err}"
-    try:
-        timeline = run.timeline()
-    except (CheckpointError, FileNotFoundError):
+    folder = getattr(run, "dir", None)
+    if folder is not None and not folder.circuit_steps():
         missing["timeline"] = NO_CIRCUITS
+    else:
+        try:
+            timeline = run.timeline()
+        except (CheckpointError, FileNotFoundError) as err:
+            missing["timeline"] = f"no circuit timeline: {err}"
     if isinstance(report, RunAnalysis):
         report = report.behaviour
     name = Path(getattr(run, "path", "run")).name
