@@ -522,9 +522,10 @@ def jaccard(run: Any, fig: Figure | None = None, kind: str = "edges",
                       fontsize=7)
         fig.supxlabel("training step", fontsize=7)
         handles = [Line2D([], [], color="black", marker="o", ms=2.2, label="circuit"),
-                   Line2D([], [], color=NEUTRAL, ls=(0, (2, 1.5)), marker="_",
+                   Line2D([], [], color=NEUTRAL, ls=(0, (2, 1.5)) if floors else "none",
+                          marker="_" if floors else "none",
                           label="noise floor (seed re-extractions)" if floors else
-                          "no noise floor: extract with --seeds 3"),
+                          "no noise floor (extract --seeds 3)"),
                    Patch(facecolor=NEUTRAL, alpha=0.3, label="block trains the task"),
                    Line2D([], [], ls="none", marker="x", color=NEGATIVE, ms=3,
                           label="task unsolved: no circuit")]
