@@ -273,3 +273,24 @@ def test_a_run_without_circuits_gets_its_loss_figures_and_says_the_rest(
     assert "sparsecircuits extract" in texts(ax.figure)
     ax = figures.recovery(bare)  # cycle 1 holds the one complete window of each source
     assert ax.get_legend().get_texts()[0].get_text().startswith("cyclic (bare): RS ")
+
+
+def test_an_unsolved_task_is_named_with_its_loss(graph: nx.DiGraph) -> None:
+    from sparsecircuits.circuits.timeline import CircuitTimeline, Where
+
+    def unsolved(step: int) -> nx.DiGraph:
+        return nx.DiGraph(**{**graph.graph, "task": "quote", "step": step, "solved": False,
+                             "loss_full": 0.6 - step / 100, "target_loss": 0.15})
+
+    steps = [5, 11, 17]
+    where = [Where(0, 0, 0, "quote"), Where(0, 1, 1, "closer"), Where(1, 2, 0, "quote")]
+    timeline = CircuitTimeline.build("run", steps, where, [graph] * 3,
+                                     {"quote": [[unsolved(s)] for s in steps]})
+    words = "quote: unsolved at every checkpoint (the full model's loss is at least 0.43 nats"
+    assert words in texts(figures.circuit(timeline, "quote").figure)
+    assert words in texts(figures.edge_survival(timeline, "quote").figure)
+    fig = figures.circuit_exposures(timeline, "quote")
+    assert texts(fig).count("unsolved: the full\nmodel's loss") == 2  # two exposures
+    fig = figures.jaccard(timeline)
+    assert "no solved circuit right after" in texts(fig)
+    assert len(fig.axes[0].get_lines()) >= 1  # the crosses of the unsolved checkpoints

@@ -132,6 +132,17 @@ def _pick_step(timeline: CircuitTimeline, task: str, step: int | None) -> int | 
     return int(ok[-1]) if ok.size else None
 
 
+def _never_solved(timeline: CircuitTimeline, task: str) -> str:
+    """Why a task has no circuit anywhere, with the best the full model did."""
+    attrs = [a for a, e in zip(timeline.circuits[task].attrs, timeline.circuits[task].extracted,
+                               strict=True) if e]
+    losses = [a["loss_full"] for a in attrs if a.get("loss_full") is not None]
+    targets = {a.get("target_loss") for a in attrs} - {None}
+    best = (f" (the full model's loss is at least {min(losses):.2f} nats; target "
+            f"{', '.join(f'{t:.2f}' for t in sorted(targets))})" if losses and targets else "")
+    return f"{task}: unsolved at every checkpoint{best}"
+
+
 def _circuit_title(graph: Any, task: str, step: int) -> str:
     return (f"{task}, step {step}: {graph.number_of_nodes()} nodes, "
             f"{graph.number_of_edges()} edges")
@@ -156,7 +167,7 @@ def circuit(run: Any, task: str, step: int | None = None, ax: Axes | None = None
             return say(ax, f"no circuit of {task!r} extracted; tasks: {', '.join(timeline.tasks)}")
         t = _pick_step(timeline, task, step)
         if t is None:
-            return say(ax, f"{task}: unsolved at every checkpoint, no circuit to draw")
+            return say(ax, f"{_never_solved(timeline, task)}: no circuit to draw")
         graph = circuit_graph(timeline, task, t)
         step_at = int(timeline.steps[t])
         if graph is None:
@@ -232,10 +243,10 @@ def edge_survival(run: Any, graph: str = WEIGHT_GRAPH, ax: Axes | None = None) -
         present = g.edges.present
         n_cp = len(timeline.steps)
         label = "weight graph" if graph == WEIGHT_GRAPH else f"{graph} circuit"
+        if graph != WEIGHT_GRAPH and not solved(timeline, graph).any():
+            return say(ax, f"{_never_solved(timeline, graph)}: no circuit edges")
         if not present.size or not present.any():
-            return say(ax, f"{label}: no edge at any checkpoint"
-                       + (" (unsolved, or circuits without edges)" if graph != WEIGHT_GRAPH
-                          else ""))
+            return say(ax, f"{label}: no edge at any checkpoint")
         first = present.argmax(axis=1)
         last_seen = n_cp - 1 - present[:, ::-1].argmax(axis=1)
         order = np.lexsort((-last_seen, first))
