@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib as mpl
@@ -232,7 +235,12 @@ def test_style_is_a_context_not_a_global(run: Path) -> None:
 
 def test_write_figures_is_byte_identical(run: Path, tmp_path: Path) -> None:
     first = figures.write_figures(run, tmp_path / "a", control=run)
-    second = figures.write_figures(run, tmp_path / "b", control=run)
+    # again in another process with another string hash seed (set and dict orders differ)
+    script = ("import sys; from sparsecircuits.figures import write_figures; "
+              "write_figures(sys.argv[1], sys.argv[2], control=sys.argv[1])")
+    subprocess.run([sys.executable, "-c", script, str(run), str(tmp_path / "b")], check=True,
+                   env={**os.environ, "PYTHONHASHSEED": "12345", "MPLBACKEND": "Agg"})
+    second = sorted((tmp_path / "b").iterdir(), key=lambda p: [q.name for q in first].index(p.name))
     assert [p.name for p in first] == [p.name for p in second]
     stems = {p.stem for p in first if p.suffix != ".md"}
     assert stems >= {"loss_matrix", "loss_curves", "recovery", "jaccard", "churn",
@@ -294,3 +302,32 @@ def test_an_unsolved_task_is_named_with_its_loss(graph: nx.DiGraph) -> None:
     fig = figures.jaccard(timeline)
     assert "no solved circuit right after" in texts(fig)
     assert len(fig.axes[0].get_lines()) >= 1  # the crosses of the unsolved checkpoints
+
+
+DRAW_SCRIPT = """
+import sys
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from sparsecircuits import figures, open_run
+from sparsecircuits.circuits.draw import draw
+graph = open_run(sys.argv[1]).weight_graph(-1)
+mlp = [n for n in graph if n.startswith("blocks.0.mlp.hook_post:")][::2]
+circuit = graph.subgraph(set(mlp) | {u for n in mlp for u in graph.predecessors(n)}).copy()
+circuit.graph["task"] = "quote"
+with figures.style():
+    fig, ax = plt.subplots()
+    draw(circuit, ax)
+    figures.save(fig, sys.argv[2])
+"""
+"""A circuit as the extractor's reader builds it: a subgraph on a node set, whose node order
+follows the set's (string-hash) order."""
+
+
+def test_draw_is_the_same_file_under_another_hash_seed(run: Path, tmp_path: Path) -> None:
+    files = []
+    for seed in ("1", "2"):
+        files.append(tmp_path / f"circuit{seed}.svg")
+        subprocess.run([sys.executable, "-c", DRAW_SCRIPT, str(run), str(files[-1])],
+                       check=True, env={**os.environ, "PYTHONHASHSEED": seed})
+    assert files[0].read_bytes() == files[1].read_bytes()

@@ -98,12 +98,14 @@ def draw(
         weights.append(float(data.get("weight", math.nan)))
         linked.update((u, v))
 
+    # sorted: a graph's node order can follow string hashing (networkx subgraphs iterate a
+    # set), and the same graph must give the same file in every process
     if is_circuit(graph):
-        shown = [str(n) for n in graph.nodes]
+        shown = sorted(str(n) for n in graph.nodes)
     else:  # every channel is a node of a weight graph: show those a weight reaches
-        shown = [str(n) for n in graph.nodes if str(n) in linked]
+        shown = sorted(str(n) for n in graph.nodes if str(n) in linked)
     visible = set(shown)
-    structure_segments = [(pos[u], pos[v]) for u, v in structure
+    structure_segments = [(pos[u], pos[v]) for u, v in sorted(structure)
                           if residual and u in visible and v in visible]
 
     if cfg is not None:

@@ -19,6 +19,7 @@ from matplotlib.colors import LogNorm, Normalize, to_rgba
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.ticker import StrMethodFormatter
 
 from sparsecircuits.circuits.draw import draw
 from sparsecircuits.circuits.timeline import WEIGHT_GRAPH, CircuitTimeline
@@ -249,7 +250,9 @@ def edge_survival(run: Any, graph: str = WEIGHT_GRAPH, ax: Axes | None = None) -
             return say(ax, f"{label}: no edge at any checkpoint")
         first = present.argmax(axis=1)
         last_seen = n_cp - 1 - present[:, ::-1].argmax(axis=1)
-        order = np.lexsort((-last_seen, first))
+        # ties broken by the edge's key: the timeline's order can follow string hashing
+        names = np.argsort(np.argsort([str(k) for k in g.edges.keys], kind="stable"))
+        order = np.lexsort((names, -last_seen, first))
         fraction, rows = _bin_rows(present[order])
         image = np.zeros((len(fraction), n_cp, 4))
         image[..., :3] = to_rgba("#111111")[:3]
@@ -266,6 +269,7 @@ def edge_survival(run: Any, graph: str = WEIGHT_GRAPH, ax: Axes | None = None) -
         ax.imshow(image, aspect="auto", interpolation="nearest", origin="upper",
                   extent=(-0.5, n_cp - 0.5, len(fraction) * rows - 0.5, -0.5), zorder=1)
         ax.set_ylim(len(order) - 0.5, -0.5)
+        ax.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
         _cycle_lines(ax, [i - 0.5 for i in _cycle_starts(timeline.cycles)])
         ax.set_xlim(-0.5, n_cp - 0.5)
         ticks = _tick_subset(n_cp)
