@@ -21,4 +21,4 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/train_throughput.py
-	$(VENV)/bin/python -m sparsecircuits.kernels.bench
+	$(VENV)/bin/python benchmarks/kernels_bench.py

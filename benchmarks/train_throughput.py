@@ -31,9 +31,9 @@ import time
 
 import torch
 import torch.nn.functional as F
+from kernels_bench import device_name
 
 from sparsecircuits.config import load_config
-from sparsecircuits.kernels.bench import device_name
 from sparsecircuits.model import SparseGPT
 from sparsecircuits.train import Trainer
 

@@ -1,7 +1,8 @@
 """Choose a ``sparse_linear`` backend per device, dtype, shape and density, from timings.
 
-Each device type and weight dtype has a table (``<device>_<dtype>_table.py``) written by
-``python -m sparsecircuits.kernels.bench --write-table [--dtype ...]`` on that device: the time
+Each device type and weight dtype has a table (``tables/<device>_<dtype>.json``, package data)
+written by ``python benchmarks/kernels_bench.py --write-table [--dtype ...]`` on that device: the
+time
 of a layer's forward+backward (dense weight gradient) on the dense backend and on the device's
 sparse backend (``"torch"`` on a CPU, ``"triton"`` on CUDA), for a grid of shapes and
 densities. The dtype matters: on an H100 a bf16 dense product runs on tensor cores and beats
@@ -17,23 +18,37 @@ changing ``TABLES``.
 
 from __future__ import annotations
 
+import json
 import math
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 import torch
 from torch import Tensor
 
-from . import cpu_float32_table, cuda_bfloat16_table, cuda_float32_table
-
 Timings = list[tuple[int, int, float, float, float]]
 """Rows ``(in_features, out_features, density, dense ms, sparse ms)``."""
 
-TABLES: dict[tuple[str, str], tuple[Literal["torch", "triton"], Timings]] = {
-    ("cpu", "float32"): ("torch", cpu_float32_table.TIMINGS_MS),
-    ("cuda", "bfloat16"): ("triton", cuda_bfloat16_table.TIMINGS_MS),
-    ("cuda", "float32"): ("triton", cuda_float32_table.TIMINGS_MS),
-}
+TABLE_DIR = Path(__file__).parent / "tables"
+
+
+def table_path(device_type: str, dtype_name: str) -> Path:
+    """Where the table of a device type and dtype name lives."""
+    return TABLE_DIR / f"{device_type}_{dtype_name}.json"
+
+
+def read_tables() -> dict[tuple[str, str], tuple[Literal["torch", "triton"], Timings]]:
+    """Every table in :data:`TABLE_DIR`, by (device type, dtype name)."""
+    tables = {}
+    for path in sorted(TABLE_DIR.glob("*_*.json")):
+        device, _, dtype = path.stem.partition("_")
+        data = json.loads(path.read_text())
+        tables[device, dtype] = (data["sparse_backend"], [tuple(r) for r in data["rows"]])
+    return tables
+
+
+TABLES = read_tables()
 """Per (device type, dtype name): the sparse backend and its measured table."""
 
 _MIN_DENSITY = 1e-4  # an all-zero weight is looked up as this density

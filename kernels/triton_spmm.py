@@ -1,10 +1,11 @@
 """Triton kernels for the sparse products of a linear layer; twins of ``spmm.py``.
 
-Gathers of individual nonzeros on CUDA cores (``notes/kernels.md``: top-k masks are not
-block-sparse, so tiles cannot be skipped). Activations are feature-major, so each nonzero reads
-a contiguous run of tokens. No ``tl.dot`` (wrong in bf16 under the interpreter), fp32
-accumulation, int64 offsets. ``SPMM_CONFIG`` holds the forward kernel's tile; ``bench.py`` sweeps
-the candidates on a GPU and uses the fastest for the rest of its run.
+Gathers of individual nonzeros on CUDA cores (top-k masks are not block-sparse, so tiles
+cannot be skipped; ``benchmarks/results/kernels_cuda.md`` has the roofline). Activations are
+feature-major, so each nonzero reads a contiguous run of tokens. No ``tl.dot`` (wrong in bf16
+under the interpreter), fp32 accumulation, int64 offsets. ``SPMM_CONFIG`` holds the forward
+kernel's tile; the kernel benchmark sweeps the candidates on a GPU and uses the fastest for the
+rest of its run.
 
 This module imports triton; the package imports it only when a Triton backend is asked for.
 """

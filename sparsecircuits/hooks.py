@@ -53,11 +53,54 @@ def _matcher(names: NameFilter) -> Callable[[str], bool]:
     if names is None:
         return lambda _: True
     if isinstance(names, str):
-        return lambda name: name == names
+        return lambda name: names in name
     if callable(names):
         return names
     wanted = set(names)
     return lambda name: name in wanted
+
+
+_RESIDUAL = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
+_ATTENTION = ("q", "k", "v", "z", "pattern")
+_MLP = ("pre", "post")
+
+
+def act_name(name: str, layer: int | None = None, norm: str | None = None) -> str:
+    """A hook name from TransformerLens' short form: ``("post", 0)`` ->
+    ``blocks.0.mlp.hook_post``, ``("q", 1)`` -> ``blocks.1.attn.hook_q``, ``("resid_pre", 0)``,
+    ``("normalized", 0, "ln1")`` -> ``blocks.0.ln1.hook_normalized``, ``("normalized",)`` ->
+    ``ln_final.hook_normalized``, ``("embed",)`` -> ``hook_embed``."""
+    if name in ("embed", "pos_embed"):
+        return f"hook_{name}"
+    if name == "normalized":
+        if layer is None:
+            return "ln_final.hook_normalized"
+        return f"blocks.{layer}.{norm or 'ln1'}.hook_normalized"
+    if layer is None:
+        raise KeyError(f"{name!r} needs a layer, e.g. ({name!r}, 0)")
+    if name in _RESIDUAL:
+        return f"blocks.{layer}.hook_{name}"
+    if name in _ATTENTION:
+        return f"blocks.{layer}.attn.hook_{name}"
+    if name in _MLP:
+        return f"blocks.{layer}.mlp.hook_{name}"
+    known = ", ".join((*_RESIDUAL, *_ATTENTION, *_MLP, "normalized", "embed", "pos_embed"))
+    raise KeyError(f"unknown activation {name!r}; short names: {known}")
+
+
+class ActivationCache(dict[str, Tensor]):
+    """Activations by hook name; also indexed TransformerLens-style, ``cache["post", 0]``
+    (see :func:`act_name`)."""
+
+    def __getitem__(self, key: str | tuple) -> Tensor:
+        name = act_name(*key) if isinstance(key, tuple) else key
+        try:
+            return super().__getitem__(name)
+        except KeyError:
+            near = [n for n in self if name in n or n.endswith(name)]
+            hint = f"; did you mean {', '.join(near[:4])}?" if near else (
+                f"; cached: {', '.join(list(self)[:6])}{', ...' if len(self) > 6 else ''}")
+            raise KeyError(f"{name!r} is not in the cache{hint}") from None
 
 
 class HookedModule(nn.Module):
@@ -74,9 +117,15 @@ class HookedModule(nn.Module):
                 self.hook_points[name] = module
 
     def hook_names(self, names: NameFilter = None) -> list[str]:
-        """Names of the hook points that ``names`` selects, in forward order."""
+        """Names of the hook points that ``names`` selects, in forward order: all (None),
+        those containing a string (``"mlp.hook_post"``), those in a list, or those a predicate
+        accepts. A string or list that selects nothing is an error naming it."""
         match = _matcher(names)
-        return [name for name in self.hook_points if match(name)]
+        found = [name for name in self.hook_points if match(name)]
+        if not found and isinstance(names, str | list | tuple | set):
+            raise KeyError(f"no hook point matches {names!r}; hook names look like "
+                           f"{', '.join(list(self.hook_points)[2:5])}")
+        return found
 
     def _point(self, name: str) -> HookPoint:
         try:
@@ -105,19 +154,19 @@ class HookedModule(nn.Module):
                 point.fns.remove(fn)
 
     def run_with_hooks(
-        self, tokens: Tensor, fwd_hooks: Sequence[tuple[NameFilter, HookFn]] = (), **kwargs: Any
+        self, tokens: Any, fwd_hooks: Sequence[tuple[NameFilter, HookFn]] = (), **kwargs: Any
     ) -> Tensor:
         """Logits of a forward pass (``kwargs`` go to ``forward``) with the hooks attached."""
         with self.hooks(fwd_hooks):
             return self(tokens, **kwargs)
 
     def run_with_cache(
-        self, tokens: Tensor, names_filter: NameFilter = None, *, detach: bool = True,
+        self, tokens: Any, names_filter: NameFilter = None, *, detach: bool = True,
         **kwargs: Any,
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Logits and a dict of the activations at every hook point ``names_filter`` selects
-        (``kwargs`` go to ``forward``)."""
-        cache: dict[str, Tensor] = {}
+    ) -> tuple[Tensor, ActivationCache]:
+        """Logits and the activations at every hook point ``names_filter`` selects (see
+        :meth:`hook_names`; ``kwargs`` go to ``forward``)."""
+        cache = ActivationCache()
 
         def save(x: Tensor, hook: HookPoint) -> None:
             cache[hook.name] = x.detach() if detach else x

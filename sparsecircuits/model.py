@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sparsecircuits.config import ModelConfig
+from sparsecircuits.data.tokenizer import PAD_ID, TOKENIZER
 from sparsecircuits.hooks import HookedModule, HookPoint
 from sparsecircuits.kernels import sparse_linear
 
@@ -203,10 +204,48 @@ class SparseGPT(HookedModule):
             torch.random.set_rng_state(generator_state)
         self.setup_hooks()
 
+    def to_tokens(self, text: str | list[str]) -> Tensor:
+        """Token ids ``[batch, n_ctx]`` of one prompt or a list, left-padded to the context as
+        the tasks' prompts are (so the last character sits at the last position, where the
+        tasks are scored)."""
+        texts = [text] if isinstance(text, str) else list(text)
+        tokens = torch.full((len(texts), self.cfg.n_ctx), PAD_ID, dtype=torch.long)
+        for row, prompt in enumerate(texts):
+            ids = TOKENIZER.encode(prompt)
+            if len(ids) > self.cfg.n_ctx:
+                raise ValueError(f"prompt {row} has {len(ids)} characters, more than the "
+                                 f"context of {self.cfg.n_ctx}: {prompt[:40]!r}...")
+            if ids:
+                tokens[row, -len(ids):] = torch.tensor(ids)
+        return tokens.to(self.W_E.device)
+
+    def to_str_tokens(self, tokens: str | Tensor) -> list[str] | list[list[str]]:
+        """The characters of a prompt or of token ids, padding left out: a list for one row
+        (a string or 1-D ids), a list of lists for ``[batch, pos]`` ids."""
+        ids = self.to_tokens(tokens)[0] if isinstance(tokens, str) else tokens
+        rows = [ids] if ids.dim() == 1 else list(ids)
+        out = [[TOKENIZER.decode([int(t)]) for t in row if int(t) != PAD_ID] for row in rows]
+        return out[0] if ids.dim() == 1 else out
+
+    def _as_tokens(self, tokens: str | list[str] | Tensor) -> Tensor:
+        if isinstance(tokens, str) or (isinstance(tokens, list) and tokens
+                                       and isinstance(tokens[0], str)):
+            return self.to_tokens(tokens)
+        if not isinstance(tokens, Tensor):
+            raise TypeError(f"tokens must be a string, a list of strings or a tensor of ids, "
+                            f"not {type(tokens).__name__}")
+        if tokens.dim() == 1:
+            return tokens.unsqueeze(0)
+        if tokens.dim() != 2:
+            raise ValueError(f"tokens must be [pos] or [batch, pos], got {list(tokens.shape)}")
+        return tokens
+
     def forward(
-        self, tokens: Tensor, *, last_only: bool = False, start: tuple[str, Tensor] | None = None
+        self, tokens: str | list[str] | Tensor, *, last_only: bool = False,
+        start: tuple[str, Tensor] | None = None,
     ) -> Tensor:
-        """Logits ``[batch, pos, vocab]`` of ``tokens [batch, pos]``.
+        """Logits ``[batch, pos, vocab]`` of ``tokens [batch, pos]`` (a 1-D tensor is one row;
+        a string or list of strings goes through :meth:`to_tokens`).
 
         ``last_only``: ``[batch, 1, vocab]`` at the last position, computed without the final
         block's work at the other positions (its queries and everything after attention; hooks
@@ -214,6 +253,7 @@ class SparseGPT(HookedModule):
         ``resid [batch, pos, d_model]`` just after ``hook``, one of
         :meth:`residual_starts`; everything up to that hook, the hook included, is skipped.
         """
+        tokens = self._as_tokens(tokens)
         if tokens.shape[-1] > self.cfg.n_ctx:
             raise ValueError(f"{tokens.shape[-1]} tokens exceed the context of {self.cfg.n_ctx}")
         first, resume = 0, None

@@ -102,3 +102,26 @@ def test_extract_run_refuses_bad_arguments_before_writing(run_dir: Path, args: d
     with pytest.raises(ConfigError, match=message):
         extract_run(run_dir, progress=False, **args)
     assert not (run_dir / "circuits").exists()
+
+
+def test_the_readme_python_block_runs_as_written(tmp_path: Path, planted_task: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """README's "In Python" block, executed on a run of the planted model (a run trained here
+    in seconds would solve no task)."""
+    run_dir = tmp_path / "runs" / "demo"
+    model = planted_model()
+    config = Config(model=model.cfg)
+    config.schedule.sources = [PLANTED]
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps(config.to_dict()))
+    evals = []
+    for block, step in enumerate((0, 10)):
+        where = {"step": step, "cycle": 0, "block": block, "position": block, "source": PLANTED}
+        save_checkpoint(run_dir, step, dict(model.named_parameters()), {}, None, where)
+        evals.append(json.dumps({**where, "evals": {PLANTED: {"loss": 0.1}}}) + "\n")
+    (run_dir / "evals.jsonl").write_text("".join(evals))
+    extract_run(run_dir, progress=False, threads=1)
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    block = readme.split("## In Python", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(block, "README.md", "exec"), {})

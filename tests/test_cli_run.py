@@ -91,3 +91,4 @@ def test_the_run_tree_is_what_the_readme_says() -> None:
     section = readme.split("## A run folder", 1)[1].split("\n## ", 1)[0]
     missing = [entry for entry in TREE if entry not in section]
     assert not missing, f"README's 'A run folder' lacks {missing}"
+

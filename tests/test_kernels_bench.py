@@ -6,11 +6,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from sparsecircuits.kernels import bench, dispatch, triton_project
+from sparsecircuits.kernels import dispatch, triton_project
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
+import kernels_bench as bench
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta"),
@@ -32,12 +36,13 @@ def test_bench_writes_every_section(tmp_path, monkeypatch, request, layers_only)
     monkeypatch.setattr(bench, "check_correctness",
                         lambda setup: check(setup, 4, 40, mask_shapes=((5, 7, 2),)))
     monkeypatch.setattr(dispatch, "TABLES", dict(dispatch.TABLES))  # the run replaces one
+    monkeypatch.setattr(dispatch, "TABLE_DIR", tmp_path)  # --write-table writes here
     request.addfinalizer(dispatch.forget_decisions)  # ... and caches decisions from it
     threads = torch.get_num_threads()
     request.addfinalizer(lambda: torch.set_num_threads(threads))  # the run sets --threads 1
     out = tmp_path / "bench.json"
-    argv = ["bench", "--out", str(out), "--threads", "1"] + (["--layers-only"] if layers_only
-                                                             else [])
+    argv = ["bench", "--out", str(out), "--threads", "1"] + (
+        ["--layers-only", "--write-table"] if layers_only else [])
     monkeypatch.setattr(sys, "argv", argv)
     bench.main()
     report = json.loads(out.read_text())
@@ -46,6 +51,8 @@ def test_bench_writes_every_section(tmp_path, monkeypatch, request, layers_only)
     assert all(isinstance(v, float) for row in report["layer"] for v in row["ms"].values())
     if layers_only:
         assert "ops" not in report or report["ops"] == []
+        written = dispatch.read_tables()[("cpu", "float32")]  # what the dispatcher would read
+        assert written == ("torch", [tuple(row) for row in bench.table_rows(report["layer"])])
     else:
         fwd = report["ops"][0]
         assert fwd["error"]["fwd"] < 1e-5 and isinstance(fwd["ms"]["dense"]["fwd"], float)

@@ -19,7 +19,12 @@ from sparsecircuits.kernels import (
     sparse_linear,
     triton_available,
 )
-from sparsecircuits.kernels.dispatch import SPARSE_MARGIN, TABLES, sparse_is_faster
+from sparsecircuits.kernels.dispatch import (
+    SPARSE_MARGIN,
+    TABLES,
+    forget_decisions,
+    sparse_is_faster,
+)
 from sparsecircuits.kernels.spmm import sddmm_torch, spmm_torch
 
 pytestmark = [
@@ -295,7 +300,34 @@ def test_dispatch_reads_the_density_from_nnz_without_counting():
 def test_dispatch_is_dense_off_the_cpu():
     assert choose_backend(torch.empty(64, 64, device="meta")) == "dense"
     assert choose_backend(torch.zeros(0, 5)) == "dense"
-    assert choose_backend(torch.zeros(64, 64)) in ("torch", "dense")
+
+
+# A table with a known answer: at 256x256 sparse wins at density <= 1 % and loses above; at
+# 1024x1024 it wins everywhere measured. Off-grid queries take the nearest point in log space.
+KNOWN = [(256, 256, 0.1, 1.0, 2.0), (256, 256, 0.01, 1.0, 0.5), (256, 256, 0.001, 1.0, 0.4),
+         (1024, 1024, 0.1, 8.0, 6.0), (1024, 1024, 0.01, 8.0, 2.0)]
+
+
+@pytest.mark.parametrize(("shape", "density", "expected"), [
+    ((256, 256), 0.002, "torch"),    # between 1 % and 0.1 %: both sparse points
+    ((256, 256), 0.05, "dense"),     # nearer 10 % (log distance) than 1 %
+    ((256, 256), 0.0, "torch"),      # an all-zero weight counts as the lowest density
+    ((300, 240), 0.008, "torch"),    # an off-grid shape near 256x256 at 1 %
+    ((300, 240), 0.2, "dense"),
+    ((900, 1100), 0.3, "torch"),     # nearest 1024x1024 at 10 %: 6.0 <= 0.9 * 8.0
+    ((2048, 2048), 0.01, "torch"),
+])
+def test_dispatch_takes_the_nearest_measured_point_off_the_grid(monkeypatch, shape, density,
+                                                                expected):
+    monkeypatch.setitem(TABLES, ("cpu", "float32"), ("torch", KNOWN))
+    forget_decisions()
+    try:
+        out_f, in_f = shape[1], shape[0]
+        weight = torch.zeros(out_f, in_f)
+        weight.view(-1)[: round(density * weight.numel())] = 1.0
+        assert choose_backend(weight) == expected
+    finally:
+        forget_decisions()
 
 
 def test_package_imports_without_triton():

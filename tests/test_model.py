@@ -197,3 +197,23 @@ def test_a_restricted_mlp_equals_holding_its_other_neurons_at_hook_post(
     with (pytest.raises(ValueError, match=r"blocks\.0\.mlp is activation-sparse"),
           restricted_mlps(sparse, {0: (neurons, values[0])})):
         pass
+
+
+def test_strings_tokens_and_short_cache_keys():
+    model = SparseGPT(CFG)
+    tokens = model.to_tokens(["x = 1", "def f():"])
+    assert tokens.shape == (2, model.cfg.n_ctx) and (tokens[0, :-5] == 0).all()
+    assert model.to_str_tokens(tokens[0]) == list("x = 1")
+    assert model.to_str_tokens("ab") == ["a", "b"]
+    torch.testing.assert_close(model("x = 1"), model(tokens[0]))  # 1-D ids: one row
+    with pytest.raises(ValueError, match="more than the context"):
+        model.to_tokens("x" * (model.cfg.n_ctx + 1))
+    _, cache = model.run_with_cache("x = 1", names_filter="mlp.hook_post")
+    assert list(cache) == [f"blocks.{i}.mlp.hook_post" for i in range(model.cfg.n_layers)]
+    assert cache["post", 0] is cache["blocks.0.mlp.hook_post"]
+    with pytest.raises(KeyError, match=r"did you mean blocks\.0\.mlp\.hook_post"):
+        cache["mlp.hook_post"]
+    with pytest.raises(KeyError, match=r"no hook point matches 'mlp\.hook_postt'"):
+        model.hook_names("mlp.hook_postt")
+    assert model.hook_names("hook_q") == [f"blocks.{i}.attn.hook_q"
+                                          for i in range(model.cfg.n_layers)]

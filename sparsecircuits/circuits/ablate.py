@@ -6,7 +6,7 @@ at its hook point, at every position:
 - ``zero``: the channel is set to 0;
 - ``mean``: the channel is set to its mean over a *reference* distribution: by default over
   positions and examples, or, with ``per_position=True``, per position (this hands the ablated
-  model position-specific information for free: see ``notes/pilot.md``);
+  model position-specific information for free: a pilot's circuits kept no query channel);
 - ``resample``: the channel takes its value on another example of the reference (drawn with a
   fixed seed), at the same position.
 

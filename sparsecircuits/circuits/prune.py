@@ -1,7 +1,7 @@
 """Task circuits: the smallest set of nodes whose ablated complement still solves a task.
 
-The method of Gao et al. (2025, Appendix A.5; ``notes/circuit_sparsity.md`` §2), with fixed
-hyper-parameters (:class:`PruneConfig`) so that every checkpoint is pruned the same way:
+The method of Gao et al. (2025, Appendix A.5), with fixed hyper-parameters
+(:class:`PruneConfig`) so that every checkpoint is pruned the same way:
 
 1. Every node at the channel sites (:func:`~sparsecircuits.circuits.graph.channel_sites`:
    residual reads, q/k/v, MLP neurons, residual writes) gets a mask logit. The forward pass

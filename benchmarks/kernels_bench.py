@@ -1,6 +1,6 @@
 """Benchmark the sparse kernels against dense and torch.sparse, side by side in one run.
 
-    python -m sparsecircuits.kernels.bench [--out FILE] [--write-table] [--threads N]
+    python benchmarks/kernels_bench.py [--out FILE] [--write-table] [--threads N]
 
 On a CUDA machine, in this order: a correctness sweep (``sparse_linear`` on random ragged
 shapes, densities 0 to 1, fp32 and bf16, forward and both gradients, against fp64 ``F.linear``;
@@ -19,7 +19,7 @@ after every section.
 On a CPU the same comparisons run at CPU sizes (T = 4096, fp32; "ours" is the torch twin): the
 ops and mask update at 1024→4096, 1024→1024, 512→2048, and the layer at the pilot model's
 shapes up to d 1024 and densities up to 100 %. ``--write-table`` turns the layer timings into
-``cpu_float32_table.py``, the table the dispatcher reads. A few minutes on 2 idle cores.
+``kernels/tables/cpu_float32.json``, the table the dispatcher reads. A few minutes on 2 idle cores.
 
 Prints ratio tables (dense time ÷ each time: above 1 is faster than dense) and writes JSON
 with the device name and the versions.
@@ -42,14 +42,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .csr import SLOT_FINDERS, compress
-from .dispatch import table_key
-from .linear import sparse_linear
-from .project import Projection, capacity_of, project, project_torch
-from .spmm import sddmm_torch, spmm_torch
-from .topk import topk_mask
-
-TABLE_DIR = Path(__file__).parent
+from sparsecircuits.kernels.csr import SLOT_FINDERS, compress
+from sparsecircuits.kernels.dispatch import table_key, table_path
+from sparsecircuits.kernels.linear import sparse_linear
+from sparsecircuits.kernels.project import Projection, capacity_of, project, project_torch
+from sparsecircuits.kernels.spmm import sddmm_torch, spmm_torch
+from sparsecircuits.kernels.topk import topk_mask
 
 
 @dataclass(frozen=True)
@@ -180,7 +178,7 @@ def relative_error(value: Tensor, reference: Tensor) -> float:
 
 def _ops_backend(setup: Setup) -> tuple[Callable, Callable]:
     if setup.ours == "triton":
-        from .triton_spmm import sddmm_triton, spmm_triton
+        from sparsecircuits.kernels.triton_spmm import sddmm_triton, spmm_triton
 
         return spmm_triton, sddmm_triton
     return spmm_torch, sddmm_torch
@@ -264,7 +262,7 @@ SPMM_TILES = [  # (block_rows, block_tokens, num_warps, feature_major_out, row_b
 
 def sweep_spmm_tiles(setup: Setup, stopwatch: Stopwatch) -> dict:
     """Time every candidate tile of the forward kernel; the fastest becomes ``SPMM_CONFIG``."""
-    from . import triton_spmm
+    from sparsecircuits.kernels import triton_spmm
 
     cases = []
     for in_f, out_f, density in ((1024, 4096, 0.01), (1024, 4096, 0.003), (4096, 1024, 0.01)):
@@ -295,7 +293,7 @@ PROJECT_TILES = [(4, 128, 4), (8, 128, 4), (8, 256, 8), (2, 256, 4)]
 def sweep_project_tiles(setup: Setup, stopwatch: Stopwatch) -> dict:
     """Time the fused projection with every candidate tile, at the first shape and 1 %; the
     fastest becomes ``PROJECT_TILE``."""
-    from . import triton_project
+    from sparsecircuits.kernels import triton_project
 
     in_f, out_f = setup.shapes[0]
     weight = torch.randn(out_f, in_f, device=setup.device)
@@ -476,7 +474,7 @@ def profile_anchor(setup: Setup) -> dict:
     def layer() -> None:
         sparse_linear(x, weight, backend=setup.ours, nnz=nnz).backward(dy)
 
-    from .triton_spmm import feature_major_triton
+    from sparsecircuits.kernels.triton_spmm import feature_major_triton
 
     result: dict = {
         "transpose_dy_matches": bool(torch.equal(feature_major_triton(dy), dy.t().contiguous())),
@@ -567,18 +565,18 @@ def table_rows(layers: list[dict]) -> list[tuple[int, int, float, float, float]]
 
 
 def write_table(layers: list[dict], setup: Setup) -> Path:
-    """Write the layer timings as ``<device>_<dtype>_table.py`` for the dispatcher."""
+    """Write the layer timings as the dispatcher's table for this device and dtype."""
     device, dtype = table_key(setup.device.type, setup.dtype)
-    path = TABLE_DIR / f"{device}_{dtype}_table.py"
-    rows = "".join(f"    {row},\n" for row in table_rows(layers))
+    path = table_path(device, dtype)
+    about = (f"{device.upper()} {dtype} timings for dispatch.py, written by `python "
+             f"benchmarks/kernels_bench.py --write-table`. Layer forward+backward, "
+             f"T = {setup.tokens}, {setup.dtype}, fastest of {setup.layer_rounds} interleaved "
+             f"rounds, torch threads: {torch.get_num_threads()}, {device_name(setup.device)}.")
+    rows = ",\n".join(f"  {json.dumps(list(row))}" for row in table_rows(layers))
     path.write_text(
-        f'"""{device.upper()} {dtype} timings for ``dispatch.py``, '
-        "written by\n``python -m sparsecircuits.kernels.bench --write-table``.\n\n"
-        f"Layer forward+backward, T = {setup.tokens}, {setup.dtype}, fastest of "
-        f"{setup.layer_rounds} interleaved rounds,\ntorch threads: {torch.get_num_threads()}, "
-        f"{device_name(setup.device)}.\n"
-        f'Rows: (in_features, out_features, density, dense ms, {setup.ours} ms).\n"""\n\n'
-        f"TIMINGS_MS: list[tuple[int, int, float, float, float]] = [\n{rows}]\n"
+        f'{{\n "about": {json.dumps(about)},\n "sparse_backend": "{setup.ours}",\n'
+        ' "columns": ["in_features", "out_features", "density", "dense_ms", "sparse_ms"],\n'
+        f' "rows": [\n{rows}\n ]\n}}\n'
     )
     return path
 
@@ -649,7 +647,7 @@ def main() -> None:
         layers += [bench_layer(setup, stopwatch, k, n, d) for d in setup.layer_densities]
         section("layer", layers)
     # The dispatcher on this run's own table, at shapes and densities it has not measured.
-    from . import dispatch
+    from sparsecircuits.kernels import dispatch
 
     dispatch.TABLES[table_key(setup.device.type, setup.dtype)] = (setup.ours, table_rows(layers))
     dispatch.forget_decisions()
