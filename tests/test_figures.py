@@ -247,6 +247,7 @@ def test_write_figures_is_byte_identical(run: Path, tmp_path: Path) -> None:
                      "edge_survival_weight_graph", "circuit_quote", "circuit_exposures_quote",
                      "edge_survival_closer"}
     assert {p.suffix for p in first} == {".pdf", ".svg", ".png", ".md"}
+    assert not list((tmp_path / "a").glob(".*"))  # written through temporary files, renamed
     for a, b in zip(first, second, strict=True):
         assert a.read_bytes() == b.read_bytes(), a.name
     index = first[-1].read_text()

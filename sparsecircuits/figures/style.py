@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -133,9 +134,15 @@ METADATA: dict[str, dict[str, Any]] = {
 
 def save(fig: Figure, path: str | Path, **kwargs: Any) -> Path:
     """Write ``fig`` to ``path`` (format from the suffix) in the project's style, so the same
-    figure is the same bytes: pinned metadata, a fixed SVG hash salt."""
+    figure is the same bytes: pinned metadata, a fixed SVG hash salt. Written to a temporary
+    file first, then renamed."""
     path = Path(path)
     fmt = path.suffix.lstrip(".").lower()
-    with style():
-        fig.savefig(path, format=fmt, metadata=METADATA.get(fmt), **kwargs)
+    tmp = path.with_name(f".{path.name}.tmp")  # atomic: a reader never sees half a figure
+    try:
+        with style():
+            fig.savefig(tmp, format=fmt, metadata=METADATA.get(fmt), **kwargs)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path

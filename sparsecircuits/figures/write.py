@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt
 from matplotlib.artist import Artist
 from matplotlib.figure import Figure
 
+from sparsecircuits.checkpoint import atomic_write_text
 from sparsecircuits.circuits.timeline import WEIGHT_GRAPH
 from sparsecircuits.figures import plots
 from sparsecircuits.figures.data import RunData, run_data
@@ -92,7 +93,7 @@ def write_figures(
         links = " · ".join(f"[{p.suffix[1:]}]({p.name})" for p in paths)
         lines.append(f"- **{stem}** ({links}): {caption}")
     index = out / "index.md"
-    index.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    atomic_write_text(index, "\n".join(lines) + "\n")
     return [*written, index]
 
 
