@@ -336,7 +336,7 @@ def loss_matrix(run: Any, ax: Axes | None = None) -> Axes:
                           interpolation="nearest", extent=(-0.5, n - 0.5, len(rows) - 0.5, -0.5))
         for k, source in enumerate(matrix.trained):
             if source in rows:
-                ax.plot(k, rows.index(source), "o", ms=2.2, mfc="white", mec="black", mew=0.4)
+                ax.plot(k, rows.index(source), "o", ms=3.2, mfc="white", mec="black", mew=0.7)
         for start in _cycle_starts(matrix.cycles):
             ax.axvline(start - 0.5, color="white", lw=1.2)
         ax.set_yticks(range(len(rows)), rows)
