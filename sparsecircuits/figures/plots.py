@@ -462,14 +462,16 @@ def recovery(run: Any, control: Any = None, ax: Axes | None = None) -> Axes:
             drawn += 1
         if not drawn:
             return say(ax, "\n".join(notes) or "no loss matrix")
+        last = max(int(line.get_xdata()[-1]) for line in ax.get_lines())
+        ax.set_xticks(range(last + 1), ["0\npost", *map(str, range(1, last)), f"{last}\npre"]
+                      if last > 0 else ["0"])
         ax.axhline(0, color=NEUTRAL, lw=0.5)
         ax.set_xlabel("blocks since the source's exposure (τ)")
         ax.set_ylabel("loss − post-exposure loss (nats)")
-        ax.xaxis.get_major_locator().set_params(integer=True)
         if other is None:
             notes.append("no control run given: a shuffled control is needed to read "
                          "anticipation (--control)")
-        ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.22), fontsize=6,
+        ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.3), fontsize=6,
                   title="\n".join(notes) if notes else None, alignment="left")
         ax.set_title("shift-averaged loss after an exposure\n(band: 95 % bootstrap over "
                      "sources)", loc="left")
