@@ -46,6 +46,7 @@ from sparsecircuits.figures.style import (
 from sparsecircuits.metrics import LossMatrix
 
 MISSING_COLOUR = "#595959"
+CHANNEL_AXIS = "x: each site's channels in index order"
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -179,7 +180,7 @@ def circuit(run: Any, task: str, step: int | None = None, ax: Axes | None = None
                            f"{fmt(graph.graph.get('target_loss'))}), no circuit to draw")
         draw(graph, ax)
         ax.set_title(_circuit_title(graph, task, step_at), loc="left")
-        ax.set_xlabel(_circuit_note(graph), labelpad=14)
+        ax.set_xlabel(f"{CHANNEL_AXIS}\n{_circuit_note(graph)}", labelpad=14)
         ax.xaxis.set_label_position("bottom")
     return ax
 
@@ -222,6 +223,8 @@ def circuit_exposures(run: Any, task: str, fig: Figure | None = None) -> Figure:
             ax.set_title(f"{head}\n{graph.number_of_nodes()} nodes, "
                          f"{graph.number_of_edges()} edges")
         fig.suptitle(f"{task}: circuit at the end of each exposure")
+        fig.supxlabel(f"{CHANNEL_AXIS}: the same place in every panel", fontsize=6.5,
+                      color=MISSING_COLOUR)
     return fig
 
 
