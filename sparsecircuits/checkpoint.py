@@ -84,11 +84,26 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
 
 
 def truncate_jsonl(path: Path, last_step: int) -> None:
-    """Keep only the records with ``step <= last_step`` (what a resumed run will not redo)."""
+    """Keep only the records with ``step <= last_step`` (what a resumed run will not redo).
+
+    A torn last line (a kill during an append: no newline, not JSON) is dropped; any other
+    unreadable line raises :class:`CheckpointError` naming the file and line."""
     if not path.exists():
         return
-    kept = [line for line in path.read_text().splitlines(keepends=True)
-            if line.strip() and json.loads(line)["step"] <= last_step]
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
+    kept = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            step = json.loads(line)["step"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            if number == len(lines) and not line.endswith("\n"):
+                continue  # torn by a kill during its append; the resumed run rewrites it
+            raise CheckpointError(f"{path}: line {number} is not a JSON record with a step; "
+                                  f"repair or delete that line, then resume again") from None
+        if step <= last_step:
+            kept.append(line)
     atomic_write_text(path, "".join(kept))
 
 

@@ -243,22 +243,29 @@ class Trainer:
         ckpt.atomic_write_text(config_path, json.dumps(saved, indent=1))
 
     def _resume(self) -> None:
+        """Continue from the newest checkpoint, or from step 0 if there is none yet; either way
+        the logs keep exactly the records the resumed run will not write again."""
+        last = -1
         latest = ckpt.latest_checkpoint(self.run_dir)
-        if latest is None:
-            return
-        weights, meta = ckpt.load_weights(latest)
-        state = ckpt.load_state(latest)
+        if latest is not None:
+            last = self._restore(latest)
+        for path in (self.files.metrics, self.files.evals):
+            ckpt.truncate_jsonl(path, last)
+        self.step = last + 1
+
+    def _restore(self, checkpoint: Path) -> int:
+        """Load a checkpoint's weights, optimizer, masks and churn; return its step."""
+        weights, meta = ckpt.load_weights(checkpoint)
+        state = ckpt.load_state(checkpoint)
         self.model.load_state_dict(weights)
         ckpt.restore_optimizer(self.optimizer, self.named, state)
         self.sparsifier.load_state_dict(
             {k: v for k, v in state.items() if not k.startswith("optimizer/")}
         )
-        self.step = meta["step"] + 1
         self._churn = Counter(meta["churn_total"])
         if meta["step"] not in self.schedule.boundaries():
             self._block_churn = {name: Counter(c) for name, c in meta["churn"].items()}
-        for path in (self.files.metrics, self.files.evals):
-            ckpt.truncate_jsonl(path, meta["step"])
+        return meta["step"]
 
     # -- the loop -----------------------------------------------------------------------
 

@@ -83,6 +83,77 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, micro_config):
         assert torch.equal(tensor, final_killed[name]), name
 
 
+def assert_same_run(run, whole):
+    """Same logs line for line and bitwise the same final weights."""
+    for name in ("metrics.jsonl", "evals.jsonl"):
+        assert read_lines(run / name) == read_lines(whole / name), name
+    final_whole, _ = ckpt.load_weights(ckpt.latest_checkpoint(whole))
+    final_run, _ = ckpt.load_weights(ckpt.latest_checkpoint(run))
+    for name, tensor in final_whole.items():
+        assert torch.equal(tensor, final_run[name]), name
+
+
+class Crash(Exception):
+    """Stands in for a kill at a chosen point of the loop."""
+
+
+def test_resume_after_a_crash_before_during_or_after_the_first_checkpoint(
+        tmp_path, micro_config, monkeypatch):
+    from sparsecircuits.train import Trainer
+
+    config = micro_config()  # 24 steps; checkpoints at 5, 11, 17, 23
+    whole = train(config, tmp_path / "whole", progress=False)
+    train_step, save_file = Trainer._train_step, ckpt.save_file
+
+    def crash_at(step):
+        def patched(self, slot):
+            if slot.step == step:
+                raise Crash
+            return train_step(self, slot)
+        return patched
+
+    def crash_in_state_save(tensors, filename):
+        if filename.endswith(ckpt.STATE_FILE):
+            raise Crash  # model.safetensors of the first checkpoint is written, not the rest
+        return save_file(tensors, filename)
+
+    for where, patch in [("before", ("_train_step", crash_at(3))),
+                         ("during", ("save_file", crash_in_state_save)),
+                         ("after", ("_train_step", crash_at(8)))]:
+        run = tmp_path / where
+        with monkeypatch.context() as m:
+            m.setattr(Trainer if patch[0] == "_train_step" else ckpt, *patch)
+            with pytest.raises(Crash):
+                train(config, run, progress=False)
+        steps = [json.loads(line)["step"] for line in read_lines(run / "metrics.jsonl")]
+        assert steps == list(range(8 if where == "after" else 3 if where == "before" else 6))
+        if where == "before":
+            with open(run / "metrics.jsonl", "a") as f:
+                f.write('{"step": 3, "sou')  # a kill in the middle of an append
+        train(config, run, resume=True, progress=False)
+        assert_same_run(run, whole)
+
+
+def test_resume_after_a_kill_before_the_first_checkpoint(tmp_path, micro_config):
+    config = micro_config("schedule.steps_per_block=20", "schedule.cycles=1")
+    path = _write_config(tmp_path, config)
+    whole = train(config, tmp_path / "whole", progress=False)
+    killed = tmp_path / "killed"
+    command, env = _cli("train", str(path), "--out", str(killed))
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    metrics = killed / "metrics.jsonl"
+    deadline = time.time() + 120
+    while (not metrics.exists() or len(read_lines(metrics)) < 2) and time.time() < deadline:
+        time.sleep(0.002)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert ckpt.list_checkpoints(killed) == [], "the kill must land before the first checkpoint"
+    command, env = _cli("train", str(path), "--out", str(killed), "--resume")
+    subprocess.run(command, env=env, check=True, capture_output=True)
+    assert_same_run(killed, whole)
+
+
 def test_kill_during_save_leaves_previous_checkpoint(tmp_path, micro_config):
     run = train(micro_config(), tmp_path / "run", progress=False)
     partial = run / "checkpoints" / ".partial-00000030"
