@@ -16,11 +16,14 @@ format marker, sizes and hashes, and says which file is truncated or foreign.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import math
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +43,36 @@ VERSION = 1
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read; the message names the file."""
+
+
+# --------------------------------------------------------------------------------------------
+# The run folder's lock
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold the run folder's lock (``RunDir.lock``, created with the folder if need be) while
+    the block runs; refuse at once, naming the holder's pid, if another process holds it.
+
+    The lock is an ``flock``: the OS drops it when its holder exits, even on a kill, so a stale
+    lock file never blocks. The file stays; its pid is cleared on release."""
+    path = RunDir(run_dir).lock
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            raise CheckpointError(f"{run_dir}: in use by process {holder} (a train or extract "
+                                  f"writing it); wait for it to end, or stop it") from None
+        f.truncate(0)
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.truncate(0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -233,17 +266,19 @@ def read_meta(ckpt: Path) -> dict[str, Any]:
     return meta
 
 
-def _load(path: Path) -> dict[str, Tensor]:
+def load_tensors(path: Path) -> dict[str, Tensor]:
+    """The tensors of a safetensors file; a file that cannot be read is a CheckpointError."""
     try:
         return load_file(str(path))
     except (SafetensorError, OSError) as err:
-        raise CheckpointError(f"{path}: cannot read tensors ({err})") from None
+        raise CheckpointError(f"{path}: not a readable safetensors file ({err}); restore it "
+                              f"or delete it") from None
 
 
 def load_weights(ckpt: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """Dense weights and meta of a checkpoint."""
     meta = read_meta(ckpt)
-    return expand(_load(Path(ckpt) / MODEL_FILE), meta["shapes"]), meta
+    return expand(load_tensors(Path(ckpt) / MODEL_FILE), meta["shapes"]), meta
 
 
 def load_state(ckpt: Path) -> dict[str, Tensor]:
@@ -251,7 +286,7 @@ def load_state(ckpt: Path) -> dict[str, Tensor]:
     path = Path(ckpt) / STATE_FILE
     if not path.exists():
         raise CheckpointError(f"{path}: missing; only the newest checkpoint can be resumed from")
-    return _load(path)
+    return load_tensors(path)
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

@@ -220,11 +220,11 @@ class Trainer:
     # -- files --------------------------------------------------------------------------
 
     def _files_ready(self, resume: bool) -> None:
+        """Write config.json for a new run, or check that the run being resumed has this config
+        (``resume`` on a folder without a config.json starts a new run)."""
         config_path = self.files.config
         saved = json.loads(json.dumps(self.config.to_dict()))  # as config.json holds it
-        if resume:
-            if not config_path.exists():
-                raise ConfigError(f"{config_path}: no run to resume here")
+        if resume and config_path.exists():
             previous = json.loads(config_path.read_text())
             if previous != saved:
                 changed = [
@@ -239,7 +239,6 @@ class Trainer:
         if self.files.checkpoints.exists() or config_path.exists():
             raise ConfigError(f"{self.run_dir}: already holds a run; pass --resume to continue "
                               f"it or choose another --out")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         ckpt.atomic_write_text(config_path, json.dumps(saved, indent=1))
 
     def _resume(self) -> None:
@@ -270,10 +269,15 @@ class Trainer:
     # -- the loop -----------------------------------------------------------------------
 
     def train(self, resume: bool = False, progress: bool | None = None) -> Path:
-        """Train to the end of the schedule; return the run folder."""
-        self._files_ready(resume)
-        if resume:
-            self._resume()
+        """Train to the end of the schedule, holding the run folder's lock; return the folder."""
+        with ckpt.run_lock(self.run_dir):
+            self._files_ready(resume)
+            if resume:
+                self._resume()
+            self._loop(progress)
+        return self.run_dir
+
+    def _loop(self, progress: bool | None) -> None:
         boundaries = set(self.schedule.boundaries())
         total = self.schedule.total_steps
         bar = progress_bar(total=total, initial=self.step, unit="step", desc=self.run_dir.name,
@@ -295,7 +299,6 @@ class Trainer:
             self.step += 1
             bar.update(1)
         bar.close()
-        return self.run_dir
 
     def _train_step(self, slot: Slot) -> dict[str, Any]:
         """One optimizer step and projection; returns what metrics.jsonl logs of it."""

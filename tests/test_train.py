@@ -222,3 +222,45 @@ def test_a_gpu_run_without_a_gpu_is_refused_before_writing(tmp_path, micro_confi
     with pytest.raises(ConfigError, match=r"run\.device"):
         train(config, tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_second_writer_is_refused_naming_the_holder(tmp_path, micro_config):
+    from sparsecircuits.circuits.extract import extract_run
+    from sparsecircuits.rundir import RunDir
+
+    config = micro_config("schedule.cycles=1")
+    run = train(config, tmp_path / "run", progress=False)
+    lock = RunDir(run).lock
+    holder = subprocess.Popen(  # another process holding the lock as run_lock does
+        [sys.executable, "-c", "import fcntl, os, sys, time\n"
+         f"f = open({str(lock)!r}, 'a+'); fcntl.flock(f, fcntl.LOCK_EX)\n"
+         "f.truncate(0); f.write(f'{os.getpid()}\\n'); f.flush(); print('held', flush=True)\n"
+         "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        before = (run / "metrics.jsonl").read_text()
+        for attempt in (lambda: train(config, run, resume=True, progress=False),
+                        lambda: extract_run(run, threads=1)):
+            with pytest.raises(ckpt.CheckpointError, match=rf"in use by process {holder.pid} "):
+                attempt()
+        assert (run / "metrics.jsonl").read_text() == before
+        assert not RunDir(run).circuits.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    with ckpt.run_lock(run):  # the OS dropped the killed holder's lock; ours names us
+        assert lock.read_text() == f"{os.getpid()}\n"
+        with pytest.raises(ckpt.CheckpointError, match=rf"in use by process {os.getpid()} "):
+            train(config, run, resume=True, progress=False)
+    train(config, run, resume=True, progress=False)  # released
+
+
+def test_extract_without_checkpoints_is_refused(tmp_path, micro_config):
+    from sparsecircuits.circuits.extract import extract_run
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(micro_config().to_dict()))
+    with pytest.raises(ckpt.CheckpointError, match=r"checkpoints: no checkpoint to extract"):
+        extract_run(run)
+    assert sorted(p.name for p in run.iterdir()) == ["config.json"]

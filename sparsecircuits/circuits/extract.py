@@ -17,10 +17,16 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 
-from sparsecircuits.checkpoint import load_model, read_run_config
+from sparsecircuits.checkpoint import (
+    CheckpointError,
+    load_model,
+    load_tensors,
+    read_run_config,
+    run_lock,
+)
 from sparsecircuits.circuits.circuit import Circuit, write_circuit
 from sparsecircuits.circuits.graph import weight_graph
 from sparsecircuits.circuits.prune import PruneConfig, find_circuits
@@ -69,22 +75,26 @@ def extract_run(
     if unknown:
         raise ConfigError(f"--tasks: unknown task(s) {', '.join(unknown)} "
                          f"(tasks: {', '.join(TASKS)})")
-    warm: list[dict[str, Tensor]] = [{} for _ in range(seeds)]
-    for step in progress_bar(run.checkpoint_steps(), desc="circuits", unit="ckpt",
-                             show=progress):
-        run.circuit_folder(step).mkdir(parents=True, exist_ok=True)
-        model = graph = None
-        for seed in range(seeds):
-            todo = [t for t in tasks if not run.circuit_file(step, t, seed).exists()]
-            if todo:
-                if model is None:
-                    model = load_model(run.checkpoint(step))[0]
-                    graph = weight_graph(model)
-                    graph.graph["step"] = step
-                find_circuits(model, todo, graph, seed=seed, warm=warm[seed], config=config,
-                              workers=threads or torch.get_num_threads(),
-                              on_found=partial(_write_circuit, run=run, seed=seed, step=step))
-            masks = {task: run.mask_file(step, task, seed) for task in tasks}
-            warm[seed] = {task: load_file(str(path))["logits"]
-                          for task, path in masks.items() if path.exists()}
+    steps = run.checkpoint_steps()
+    if not steps:
+        raise CheckpointError(f"{run.checkpoints}: no checkpoint to extract yet; train the run "
+                              f"(sparsecircuits train ... --out {run.root} --resume) first")
+    with run_lock(run.root):
+        warm: list[dict[str, Tensor]] = [{} for _ in range(seeds)]
+        for step in progress_bar(steps, desc="circuits", unit="ckpt", show=progress):
+            run.circuit_folder(step).mkdir(parents=True, exist_ok=True)
+            model = graph = None
+            for seed in range(seeds):
+                todo = [t for t in tasks if not run.circuit_file(step, t, seed).exists()]
+                if todo:
+                    if model is None:
+                        model = load_model(run.checkpoint(step))[0]
+                        graph = weight_graph(model)
+                        graph.graph["step"] = step
+                    find_circuits(model, todo, graph, seed=seed, warm=warm[seed], config=config,
+                                  workers=threads or torch.get_num_threads(),
+                                  on_found=partial(_write_circuit, run=run, seed=seed, step=step))
+                masks = {task: run.mask_file(step, task, seed) for task in tasks}
+                warm[seed] = {task: load_tensors(path)["logits"]
+                              for task, path in masks.items() if path.exists()}
     return run.circuits
