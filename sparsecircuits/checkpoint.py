@@ -16,6 +16,7 @@ format marker, sizes and hashes, and says which file is truncated or foreign.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -30,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import Tensor
 
 from sparsecircuits.config import Config, config_from_dict
@@ -79,14 +80,31 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 # Atomic files
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename, with the mode any new
+    file gets (the umask's). An OSError names ``path`` and leaves no temporary file behind."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise OSError(err.errno, err.strerror, str(path)) from err
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically (:func:`atomic_write_bytes`)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def save_tensors(tensors: dict[str, Tensor], path: Path) -> None:
+    """A safetensors file written atomically, readable as any other file of the run (the
+    library's own writer makes it 0600)."""
+    atomic_write_bytes(path, save({k: v.contiguous() for k, v in tensors.items()}))
 
 
 def json_safe(value: Any) -> Any:
@@ -109,11 +127,16 @@ def write_json(path: Path, data: Any, indent: int | None = None) -> None:
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    """Append one JSON line and flush it to disk."""
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    """Append one line of strict JSON (nan and inf as null) and flush it to disk; an OSError
+    (a full disk) names ``path``."""
+    line = json.dumps(json_safe(record), allow_nan=False) + "\n"
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, str(path)) from err
 
 
 def truncate_jsonl(path: Path, last_step: int) -> None:
@@ -199,10 +222,9 @@ def save_checkpoint(
     final, partial = run.checkpoint(step), run.partial_checkpoint(step)
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()
-    save_file(compact(weights, masks), str(partial / MODEL_FILE))
+    save_tensors(compact(weights, masks), partial / MODEL_FILE)
     if state is not None:
-        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()},
-                  str(partial / STATE_FILE))
+        save_tensors({k: v.detach().cpu() for k, v in state.items()}, partial / STATE_FILE)
     files = {
         p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
         for p in sorted(partial.iterdir())

@@ -15,6 +15,8 @@ every ``run.log_every`` steps), ``evals.jsonl`` and checkpoints, at the paths
 from __future__ import annotations
 
 import json
+import math
+import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +36,7 @@ from sparsecircuits.data.corpus import (
     pick_documents,
 )
 from sparsecircuits.data.tasks import (
+    MAX_PROMPT_CHARS,
     TASKS,
     contrast_accuracy,
     contrast_loss,
@@ -41,6 +44,7 @@ from sparsecircuits.data.tasks import (
     train_batch,
 )
 from sparsecircuits.data.tokenizer import TOKENIZER
+from sparsecircuits.kernels.triton_support import interpreting, triton_available
 from sparsecircuits.model import SparseGPT
 from sparsecircuits.progress import progress_bar
 from sparsecircuits.rundir import RunDir
@@ -83,10 +87,63 @@ def check_sources(config: Config) -> None:
                           f"tokenizer's {TOKENIZER.vocab_size} symbols")
 
 
+BYTES_PER_PARAMETER = 24
+"""Training memory per parameter: weights, gradients, two AdamW moments, masks and scratch."""
+
+
+def check_run(config: Config) -> Schedule:
+    """Check what a run needs beyond its config's own fields, before anything is written: the
+    sources, the schedule, the tasks' prompts against ``model.n_ctx``, the kernels, the device
+    and the memory. Raises :class:`ConfigError` naming the field; returns the schedule."""
+    check_sources(config)
+    try:
+        schedule = schedule_from_config(config.schedule)
+    except ValueError as err:  # the schedule's errors name their field
+        raise ConfigError(str(err)) from None
+    if config.model.n_ctx < MAX_PROMPT_CHARS:
+        raise ConfigError(f"model.n_ctx: {config.model.n_ctx} is shorter than the tasks' "
+                          f"prompts (up to {MAX_PROMPT_CHARS} tokens; every task is evaluated); "
+                          f"set it to at least {MAX_PROMPT_CHARS}")
+    device = run_device(config)
+    if config.model.kernel_backend == "triton":
+        if not triton_available():
+            raise ConfigError("model.kernel_backend: 'triton' needs the triton package (pip "
+                              "install 'sparsecircuits[kernels]'); use 'auto' or 'torch'")
+        if device.type != "cuda" and not interpreting():
+            raise ConfigError("model.kernel_backend: 'triton' runs on a CUDA GPU; set "
+                              "run.device=\"cuda\" on a machine with one, or use 'auto' or 'torch'")
+    _check_memory(config, device)
+    return schedule
+
+
+def _check_memory(config: Config, device: torch.device) -> None:
+    """Refuse a model whose training would not fit in the device's memory (a rough estimate:
+    :data:`BYTES_PER_PARAMETER` per parameter, plus the activations of one batch)."""
+    m = config.model
+    with torch.device("meta"):  # counts the parameters without allocating them
+        parameters = sum(p.numel() for p in SparseGPT(m).parameters())
+    rows = config.data.source_rows + config.data.lm_rows
+    per_token = m.n_layers * (12 * m.d_model + 3 * m.d_mlp + m.n_heads * m.n_ctx) + 2 * m.vocab_size
+    need = BYTES_PER_PARAMETER * parameters + 4 * rows * m.n_ctx * per_token
+    if device.type == "cuda":
+        have = torch.cuda.get_device_properties(device).total_memory
+    else:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > have:
+        raise ConfigError(f"model: {parameters:,} parameters need about "
+                          f"{need / 2**30:,.1f} GiB to train, more than this {device.type}'s "
+                          f"{have / 2**30:,.1f} GiB; make model.d_model, model.d_mlp, "
+                          f"model.n_layers or data.source_rows smaller")
+
+
 def load_sources(config: Config) -> Sources:
     """Load the corpus and fix every evaluation set."""
     d, ctx = config.data, config.model.n_ctx
-    corpus = load_corpus(d.corpus_root or None, holdout_every=d.holdout_every)
+    try:
+        corpus = load_corpus(d.corpus_root or None, holdout_every=d.holdout_every)
+    except ValueError as err:
+        raise ConfigError(f"data.corpus_root: {err}; give a folder of .py files, or \"\" for "
+                          f"the standard library") from None
     docs = pick_documents(corpus, d.documents, 2 * (ctx + 1), config.run.seed)
     documents = {
         f"{DOC_PREFIX}{i}": document_windows(doc, d.document_windows, ctx)
@@ -179,6 +236,10 @@ def evaluate_all(model: SparseGPT, config: Config, sources: Sources) -> dict[str
 # The run
 
 
+class TrainingError(RuntimeError):
+    """A run that cannot go on (a non-finite loss); the message names the run folder."""
+
+
 def run_device(config: Config) -> torch.device:
     """The device ``run.device`` names, or a ConfigError if this machine lacks it."""
     device = torch.device(config.run.device)
@@ -191,8 +252,7 @@ class Trainer:
     """Owns the model, optimizer, sparsifier and schedule of one run folder."""
 
     def __init__(self, config: Config, run_dir: Path) -> None:
-        check_sources(config)
-        self.schedule: Schedule = schedule_from_config(config.schedule)
+        self.schedule: Schedule = check_run(config)
         self._blocks = self.schedule.blocks()
         self.config = config
         self.run_dir = Path(run_dir)
@@ -304,6 +364,8 @@ class Trainer:
         """One optimizer step and projection; returns what metrics.jsonl logs of it."""
         o, s = self.config.optimizer, self.config.sparsity
         losses = batch_loss(self.model, self.config, self.sources, slot)
+        if not math.isfinite(losses["loss"].item()):
+            self._stop(f"training loss is {losses['loss'].item()} at step {self.step}")
         self.optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         params = list(self.named.values())
@@ -355,8 +417,17 @@ class Trainer:
         return {"step": slot.step, "cycle": slot.cycle, "block": slot.block,
                 "position": slot.position, "source": block.source}
 
+    def _stop(self, what: str) -> None:
+        """Stop the run, naming the step and the last good checkpoint, which stays as it is."""
+        latest = ckpt.latest_checkpoint(self.run_dir)
+        kept = f"its last good checkpoint is {latest.name}" if latest else "it has no checkpoint"
+        raise TrainingError(f"{self.run_dir}: {what}; the run stopped and {kept}; lower "
+                            f"optimizer.lr (or change the config) and train a new run")
+
     def _save(self, slot: Slot) -> None:
         weights = {name: p.detach() for name, p in self.model.named_parameters()}
+        if not all(bool(torch.isfinite(w).all()) for w in weights.values()):
+            self._stop(f"weights are not finite after step {self.step}")
         state = {**ckpt.flatten_optimizer(self.optimizer, self.named),
                  **self.sparsifier.state_dict()}
         meta = {

@@ -103,7 +103,7 @@ def test_resume_after_a_crash_before_during_or_after_the_first_checkpoint(
 
     config = micro_config()  # 24 steps; checkpoints at 5, 11, 17, 23
     whole = train(config, tmp_path / "whole", progress=False)
-    train_step, save_file = Trainer._train_step, ckpt.save_file
+    train_step, save_tensors = Trainer._train_step, ckpt.save_tensors
 
     def crash_at(step):
         def patched(self, slot):
@@ -112,13 +112,13 @@ def test_resume_after_a_crash_before_during_or_after_the_first_checkpoint(
             return train_step(self, slot)
         return patched
 
-    def crash_in_state_save(tensors, filename):
-        if filename.endswith(ckpt.STATE_FILE):
+    def crash_in_state_save(tensors, path):
+        if path.name == ckpt.STATE_FILE:
             raise Crash  # model.safetensors of the first checkpoint is written, not the rest
-        return save_file(tensors, filename)
+        return save_tensors(tensors, path)
 
     for where, patch in [("before", ("_train_step", crash_at(3))),
-                         ("during", ("save_file", crash_in_state_save)),
+                         ("during", ("save_tensors", crash_in_state_save)),
                          ("after", ("_train_step", crash_at(8)))]:
         run = tmp_path / where
         with monkeypatch.context() as m:
@@ -264,3 +264,12 @@ def test_extract_without_checkpoints_is_refused(tmp_path, micro_config):
     with pytest.raises(ckpt.CheckpointError, match=r"checkpoints: no checkpoint to extract"):
         extract_run(run)
     assert sorted(p.name for p in run.iterdir()) == ["config.json"]
+
+
+def test_metrics_are_strict_json(tmp_path, micro_config):
+    run = train(micro_config("optimizer.normalize_grad=false", "schedule.cycles=1"),
+                tmp_path / "run", progress=False)
+    text = (run / "metrics.jsonl").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    records = [json.loads(line) for line in text.splitlines()]
+    assert all(r["grad_rms"] is None for r in records)  # not measured without normalize_grad

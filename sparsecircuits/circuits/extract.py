@@ -11,13 +11,11 @@ extraction resumes where it stopped: whatever has its JSON is done.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from torch import Tensor
 
 from sparsecircuits.checkpoint import (
@@ -26,6 +24,7 @@ from sparsecircuits.checkpoint import (
     load_tensors,
     read_run_config,
     run_lock,
+    save_tensors,
 )
 from sparsecircuits.circuits.circuit import Circuit, write_circuit
 from sparsecircuits.circuits.graph import weight_graph
@@ -39,10 +38,7 @@ from sparsecircuits.rundir import RunDir
 def _write_circuit(circuit: Circuit, run: RunDir, seed: int, step: int) -> None:
     circuit.graph.graph["step"] = step
     if circuit.logits is not None:
-        final = run.mask_file(step, circuit.task, seed)
-        tmp = final.with_name(f".{final.name}.tmp")
-        save_file({"logits": circuit.logits.contiguous()}, str(tmp))
-        os.replace(tmp, final)
+        save_tensors({"logits": circuit.logits}, run.mask_file(step, circuit.task, seed))
     write_circuit(circuit, run.circuit_file(step, circuit.task, seed))
 
 
