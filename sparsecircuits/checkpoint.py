@@ -5,7 +5,8 @@ A checkpoint is a folder ``RunDir.checkpoint(step)`` (:mod:`sparsecircuits.rundi
 - ``model.safetensors``: dense tensors as they are; each weight-sparse tensor compactly, as
   ``<name>.indices`` (int32 flat positions of its mask) and ``<name>.values``;
 - ``state.safetensors``: what an exact resume needs (AdamW moments, sparsity masks). Only the
-  newest checkpoint keeps it;
+  :data:`RESUMABLE` newest checkpoints keep it (so a damaged newest one falls back to the one
+  before);
 - ``meta.json``: step, cycle, block, source, position, densities, churn, and the size and
   SHA-256 of every file.
 
@@ -40,6 +41,8 @@ from sparsecircuits.rundir import META_FILE, MODEL_FILE, STATE_FILE, RunDir
 
 FORMAT = "sparsecircuits-checkpoint"
 VERSION = 1
+RESUMABLE = 2
+"""How many of the newest checkpoints keep their resume state."""
 
 
 class CheckpointError(RuntimeError):
@@ -213,8 +216,8 @@ def save_checkpoint(
 ) -> Path:
     """Write a complete checkpoint for ``step`` and return its folder.
 
-    ``state`` (optimizer and sparsifier tensors) is kept only in the newest checkpoint; older
-    checkpoints lose theirs once this one is in place."""
+    ``state`` (optimizer and sparsifier tensors) is kept only in the :data:`RESUMABLE` newest
+    checkpoints; older ones lose theirs once this one is in place."""
     weights = {k: v.detach().cpu() for k, v in weights.items()}  # a GPU run saves CPU tensors
     masks = {k: v.cpu() for k, v in masks.items()}
     run = RunDir(run_dir)
@@ -242,9 +245,8 @@ def save_checkpoint(
     shutil.rmtree(final, ignore_errors=True)
     os.replace(partial, final)
     if state is not None:
-        for older in list_checkpoints(run_dir):
-            if older != final:
-                (older / STATE_FILE).unlink(missing_ok=True)
+        for older in list_checkpoints(run_dir)[:-RESUMABLE]:
+            (older / STATE_FILE).unlink(missing_ok=True)
     return final
 
 
@@ -304,10 +306,11 @@ def load_weights(ckpt: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
 
 
 def load_state(ckpt: Path) -> dict[str, Tensor]:
-    """The resume state (optimizer and masks) of a checkpoint; only the newest has one."""
+    """The resume state (optimizer and masks) of a checkpoint; only the newest have one."""
     path = Path(ckpt) / STATE_FILE
     if not path.exists():
-        raise CheckpointError(f"{path}: missing; only the newest checkpoint can be resumed from")
+        raise CheckpointError(f"{path}: missing; only the {RESUMABLE} newest checkpoints can be "
+                              f"resumed from")
     return load_tensors(path)
 
 

@@ -11,7 +11,7 @@ extractor, the timeline, the viewer and the figures ask a :class:`RunDir` for it
                                          source's loss there (the loss matrix)
     checkpoints/<step>/                  one folder per checkpoint (sparsecircuits.checkpoint):
       model.safetensors                  weights, weight-sparse tensors compact
-      state.safetensors                  optimizer and masks, for resume (newest only)
+      state.safetensors                  optimizer and masks, for resume (2 newest only)
       meta.json                          step, cycle, block, source, position, churn, checksums
     circuits/<step>/                     per checkpoint (sparsecircuits.circuits.circuit):
       <task>.json                        the task's circuit: its nodes, importances, losses

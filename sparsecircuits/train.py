@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -302,12 +303,24 @@ class Trainer:
         ckpt.atomic_write_text(config_path, json.dumps(saved, indent=1))
 
     def _resume(self) -> None:
-        """Continue from the newest checkpoint, or from step 0 if there is none yet; either way
-        the logs keep exactly the records the resumed run will not write again."""
+        """Continue from the newest checkpoint (from the one before it if the newest is damaged),
+        or from step 0 if there is none yet; either way the logs keep exactly the records the
+        resumed run will not write again."""
         last = -1
-        latest = ckpt.latest_checkpoint(self.run_dir)
-        if latest is not None:
-            last = self._restore(latest)
+        newest = ckpt.list_checkpoints(self.run_dir)[::-1][:ckpt.RESUMABLE]
+        errors: list[ckpt.CheckpointError] = []
+        for checkpoint in newest:
+            try:
+                last = self._restore(checkpoint)
+                break
+            except ckpt.CheckpointError as err:
+                errors.append(err)
+        else:
+            if errors:
+                raise errors[0]
+        if errors:
+            print(f"sparsecircuits: note: {errors[0]}; resuming from {checkpoint.name}, the "
+                  f"checkpoint before it", file=sys.stderr)
         for path in (self.files.metrics, self.files.evals):
             ckpt.truncate_jsonl(path, last)
         self.step = last + 1

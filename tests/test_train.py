@@ -34,8 +34,8 @@ def test_run_writes_loss_matrix_checkpoints_and_hits_density(tmp_path, micro_con
         target = 0.25 if name.endswith(".W") and name not in ("unembed.W",) else 0.5
         numel = torch.Size(meta["shapes"][name]).numel()
         assert abs(density - target) * numel <= 0.5 + 1e-9, name  # exact, up to rounding k
-    # Only the newest checkpoint keeps the resume state.
-    assert [p.name for p in found if (p / ckpt.STATE_FILE).exists()] == [found[-1].name]
+    # Only the two newest checkpoints keep the resume state.
+    assert [p for p in found if (p / ckpt.STATE_FILE).exists()] == found[-2:]
     for path in (found[0], found[-1]):
         model, meta = ckpt.load_model(path)
         assert meta["step"] == int(path.name)
@@ -273,3 +273,43 @@ def test_metrics_are_strict_json(tmp_path, micro_config):
     assert "NaN" not in text and "Infinity" not in text
     records = [json.loads(line) for line in text.splitlines()]
     assert all(r["grad_rms"] is None for r in records)  # not measured without normalize_grad
+
+
+def test_a_damaged_newest_checkpoint_resumes_from_the_one_before(
+        tmp_path, micro_config, monkeypatch, capsys):
+    from sparsecircuits.train import Trainer
+
+    config = micro_config()
+    whole = train(config, tmp_path / "whole", progress=False)
+    train_step = Trainer._train_step
+
+    def crash_at_14(self, slot):
+        if slot.step == 14:
+            raise Crash
+        return train_step(self, slot)
+    with monkeypatch.context() as m:
+        m.setattr(Trainer, "_train_step", crash_at_14)
+        with pytest.raises(Crash):
+            train(config, tmp_path / "run", progress=False)
+    run = tmp_path / "run"
+    newest = ckpt.latest_checkpoint(run)
+    assert newest.name == "00000011"
+    state = newest / ckpt.STATE_FILE
+    state.write_bytes(state.read_bytes()[:-100])  # torn by a disk error
+    capsys.readouterr()
+    train(config, run, resume=True, progress=False)
+    note = capsys.readouterr().err
+    assert note.startswith(f"sparsecircuits: note: {state}: truncated or altered"), note
+    assert note.endswith("; resuming from 00000005, the checkpoint before it\n"), note
+    assert_same_run(run, whole)
+
+
+def test_every_file_of_a_run_has_the_umask_mode(tmp_path, micro_config):
+    old = os.umask(0o027)
+    try:
+        run = train(micro_config("schedule.cycles=1"), tmp_path / "run", progress=False)
+    finally:
+        os.umask(old)
+    modes = {str(p.relative_to(run)): oct(p.stat().st_mode & 0o777)
+             for p in run.rglob("*") if p.is_file()}
+    assert set(modes.values()) == {"0o640"}, modes
