@@ -35,7 +35,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import Tensor
 
-from sparsecircuits.config import Config, config_from_dict
+from sparsecircuits.config import Config, ConfigError, config_from_dict
 from sparsecircuits.model import SparseGPT
 from sparsecircuits.rundir import META_FILE, MODEL_FILE, STATE_FILE, RunDir
 
@@ -343,13 +343,27 @@ def restore_optimizer(
                                                      copy=True)
 
 
-def read_run_config(run_dir: Path) -> Config:
-    """The resolved config a run saved in its ``config.json``."""
+def read_saved_config(run_dir: Path) -> dict[str, Any]:
+    """The plain dict a run saved in its ``config.json``; a missing or damaged file is a
+    :class:`CheckpointError` naming it."""
     path = RunDir(run_dir).config
     try:
-        return config_from_dict(json.loads(path.read_text()))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CheckpointError(f"{path}: missing; is {run_dir} a run folder?") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path}: not valid JSON ({err}); restore it") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: not a run config (a {type(data).__name__}); restore it")
+    return data
+
+
+def read_run_config(run_dir: Path) -> Config:
+    """The resolved config a run saved in its ``config.json``."""
+    try:
+        return config_from_dict(read_saved_config(run_dir))
+    except ConfigError as err:
+        raise CheckpointError(f"{RunDir(run_dir).config}: {err}; restore it") from None
 
 
 def load_model(ckpt_dir: str | Path) -> tuple[SparseGPT, dict[str, Any]]:

@@ -127,12 +127,12 @@ def _check_memory(config: Config, device: torch.device) -> None:
     per_token = m.n_layers * (12 * m.d_model + 3 * m.d_mlp + m.n_heads * m.n_ctx) + 2 * m.vocab_size
     need = BYTES_PER_PARAMETER * parameters + 4 * rows * m.n_ctx * per_token
     if device.type == "cuda":
-        have = torch.cuda.get_device_properties(device).total_memory
+        have, where = torch.cuda.get_device_properties(device).total_memory, "GPU"
     else:
-        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        have, where = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "machine"
     if need > have:
         raise ConfigError(f"model: {parameters:,} parameters need about "
-                          f"{need / 2**30:,.1f} GiB to train, more than this {device.type}'s "
+                          f"{need / 2**30:,.1f} GiB to train, more than this {where}'s "
                           f"{have / 2**30:,.1f} GiB; make model.d_model, model.d_mlp, "
                           f"model.n_layers or data.source_rows smaller")
 
@@ -286,7 +286,7 @@ class Trainer:
         config_path = self.files.config
         saved = json.loads(json.dumps(self.config.to_dict()))  # as config.json holds it
         if resume and config_path.exists():
-            previous = json.loads(config_path.read_text())
+            previous = ckpt.read_saved_config(self.run_dir)
             if previous != saved:
                 changed = [
                     f"{section}.{key}"

@@ -132,7 +132,7 @@ CASES = [
     Case("model too large", _set("model.d_model=65536", "model.d_mlp=262144",
                                  "model.n_layers=8"),
          "model: 274,966,446,947 parameters need about 6,182.0 GiB to train, more than this "
-         "cpu's"),
+         "machine's"),
     Case("triton without CUDA", _set('model.kernel_backend="triton"'),
          "model.kernel_backend: 'triton' runs on a CUDA GPU", prepare=_no_cuda_interpreter),
     Case("--out is a file", ["train", "{cfg}", "--out", "{cfg}"],
@@ -163,6 +163,9 @@ CASES = [
     Case("extract, no checkpoints", ["extract", "{run}"],
          "{run}/checkpoints: no checkpoint to extract yet", "unchanged", _drop_checkpoints),
     Case("extract, no run", ["extract", "{tmp}"], "{tmp}/config.json: missing; is"),
+    Case("config.json damaged", ["train", "{cfg}", "--out", "{run}", "--resume"],
+         "{run}/config.json: not valid JSON (Expecting ',' delimiter", "unchanged",
+         lambda tmp, run, mp: RunDir(run).config.write_text('{"model": {} "run": {}}') and None),
 ]
 
 
