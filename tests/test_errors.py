@@ -131,7 +131,7 @@ CASES = [
          "model.n_ctx: 32 is shorter than the tasks' prompts (up to 64 tokens"),
     Case("model too large", _set("model.d_model=65536", "model.d_mlp=262144",
                                  "model.n_layers=8"),
-         "model: 274,966,446,947 parameters need about 6,182.0 GiB to train, more than this "
+         "model: 274,966,446,947 parameters need about 12,328.5 GiB to train, more than this "
          "machine's"),
     Case("triton without CUDA", _set('model.kernel_backend="triton"'),
          "model.kernel_backend: 'triton' runs on a CUDA GPU", prepare=_no_cuda_interpreter),
