@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
+import os
 import re
 import tomllib
 import types
@@ -223,6 +225,8 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{name}: expected a finite number, got {value!r}")
     if tp is bool and not isinstance(value, bool):
         raise ConfigError(f"{name}: expected true or false, got {value!r}")
     if tp is int and isinstance(value, bool):
@@ -284,18 +288,22 @@ def parse_override(text: str) -> dict[str, Any]:
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """The nested dict in a ``.toml`` or ``.json`` file; errors name the file."""
     path = Path(path)
+    if path.suffix not in (".toml", ".json"):
+        raise ConfigError(f"{path}: config files must end in .toml or .json")
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(f"{path}: cannot read config ({err.strerror})") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}); save it as UTF-8") from err
     try:
-        if path.suffix == ".toml":
-            return tomllib.loads(text)
-        if path.suffix == ".json":
-            return json.loads(text)
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
         raise ConfigError(f"{path}: not valid {path.suffix[1:].upper()}: {err}") from err
-    raise ConfigError(f"{path}: config files must end in .toml or .json")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a table of sections ({_sections()}) at the top, "
+                          f"got a {type(data).__name__}")
+    return data
 
 
 def load_config(preset_or_path: str, overrides: list[str] = ()) -> Config:
@@ -360,6 +368,7 @@ def validate(config: Config) -> None:
         _require(getattr(d, name) >= 1, f"data.{name}", "must be at least 1")
     _require(r.log_every >= 1, "run.log_every", "must be at least 1")
     _require(r.save_every >= 0, "run.save_every", "must be at least 0")
-    _require(r.threads >= 0, "run.threads", "must be at least 0")
+    _require(0 <= r.threads <= (os.cpu_count() or 1), "run.threads",
+             f"must lie in [0, {os.cpu_count() or 1}] (this machine's CPUs; 0: torch's default)")
     _require(re.fullmatch(r"cpu|cuda(:\d+)?", r.device) is not None, "run.device",
              f"must be 'cpu', 'cuda' or 'cuda:N', got {r.device!r}")
