@@ -19,7 +19,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 ACT_SPARSITY_SITES = (
     "ln1.hook_normalized",
@@ -33,7 +33,10 @@ ACT_SPARSITY_SITES = (
 )
 """Per-block hook sites where activation sparsity may apply (suffixes of ``blocks.{i}.``)."""
 
-KERNEL_BACKENDS = ("auto", "triton", "torch", "dense")
+KernelBackend = Literal["auto", "triton", "torch", "dense"]
+AnnealShape = Literal["linear", "loglinear"]
+Decay = Literal["linear", "constant"]
+ScheduleKind = Literal["round_robin", "shuffled", "iid", "interleave", "reverse", "ping_pong"]
 
 
 class ConfigError(ValueError):
@@ -60,7 +63,7 @@ class ModelConfig:
     """Fraction of channels kept per token (top-k of |x|) at ``act_sparsity_sites``; 0 is off."""
     act_sparsity_sites: list[str] = field(default_factory=lambda: list(ACT_SPARSITY_SITES))
     init_std: float = 0.02
-    kernel_backend: str = "auto"
+    kernel_backend: KernelBackend = "auto"
     """How weight-sparse products run: ``auto`` (the measured dispatcher), ``triton``,
     ``torch`` (the sparse torch twin) or ``dense``."""
 
@@ -80,7 +83,7 @@ class SparsityConfig:
     """Fraction of training at which the budget starts to shrink from dense."""
     anneal_end: float = 0.5
     """Fraction of training at which the budget reaches its target."""
-    anneal_shape: str = "linear"
+    anneal_shape: AnnealShape = "linear"
     """``linear`` in density or ``loglinear`` (linear in log density)."""
 
 
@@ -95,7 +98,7 @@ class OptimizerConfig:
     weight_decay: float = 0.1
     warmup: float = 0.01
     """Fraction of training with a linear learning-rate warm-up."""
-    decay: str = "linear"
+    decay: Decay = "linear"
     """``linear`` decay to zero at the end, or ``constant`` after the sparsity anneal (decay
     confounds position in a cyclic schedule)."""
     sharkfin: bool = True
@@ -131,7 +134,7 @@ class DataConfig:
 class ScheduleConfig:
     """Which source is trained at every step: blocks of M steps, K sources, E cycles."""
 
-    kind: str = "round_robin"
+    kind: ScheduleKind = "round_robin"
     sources: list[str] = field(default_factory=list)
     steps_per_block: int = 50
     cycles: int = 4
@@ -209,6 +212,13 @@ def _type_name(tp: Any) -> str:
 def _coerce(value: Any, tp: Any, name: str) -> Any:
     """Check ``value`` against the annotation ``tp``; ints are accepted where floats are."""
     origin = typing.get_origin(tp)
+    if origin is Literal:
+        options = typing.get_args(tp)
+        if value not in options:
+            field_name = name.rsplit(".", 1)[-1]
+            raise ConfigError(f"{name}: unknown {field_name} {value!r}; expected one of "
+                              f"{', '.join(options)}")
+        return value
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, list | tuple):
@@ -334,7 +344,7 @@ def _require(ok: bool, name: str, message: str) -> None:
 def validate(config: Config) -> None:
     """Raise :class:`ConfigError` on the first impossible value, naming its field.
 
-    The schedule section is checked where it is built (``schedules.schedule_from_config``),
+    The schedule section is checked where it is built (``schedules.build_schedule``),
     and its source names against the task registry when a run is prepared."""
     m, s, o, d, r = config.model, config.sparsity, config.optimizer, config.data, config.run
     for name in ("vocab_size", "n_ctx", "d_model", "n_layers", "n_heads", "d_head", "d_mlp"):
@@ -344,22 +354,17 @@ def validate(config: Config) -> None:
         _require(site in ACT_SPARSITY_SITES, f"model.act_sparsity_sites[{i}]",
                  f"unknown site {site!r} (sites: {', '.join(ACT_SPARSITY_SITES)})")
     _require(m.init_std > 0, "model.init_std", "must be positive")
-    _require(m.kernel_backend in KERNEL_BACKENDS, "model.kernel_backend",
-             f"must be one of {', '.join(KERNEL_BACKENDS)}")
     for name in ("matrix_density", "embed_density"):
         _require(0.0 < getattr(s, name) <= 1.0, f"sparsity.{name}", "must lie in (0, 1]")
     _require(s.min_per_neuron >= 0, "sparsity.min_per_neuron", "must be at least 0")
     _require(0.0 <= s.anneal_start <= s.anneal_end <= 1.0, "sparsity.anneal_end",
              "need 0 <= anneal_start <= anneal_end <= 1")
-    _require(s.anneal_shape in ("linear", "loglinear"), "sparsity.anneal_shape",
-             "must be 'linear' or 'loglinear'")
     _require(o.lr > 0, "optimizer.lr", "must be positive")
     _require(0 <= o.beta1 < 1, "optimizer.beta1", "must lie in [0, 1)")
     _require(0 <= o.beta2 < 1, "optimizer.beta2", "must lie in [0, 1)")
     _require(o.eps > 0, "optimizer.eps", "must be positive")
     _require(o.weight_decay >= 0, "optimizer.weight_decay", "must be at least 0")
     _require(0 <= o.warmup <= 1, "optimizer.warmup", "must lie in [0, 1]")
-    _require(o.decay in ("linear", "constant"), "optimizer.decay", "must be 'linear' or 'constant'")
     _require(d.source_rows >= 1, "data.source_rows", "must be at least 1")
     _require(d.lm_rows >= 0, "data.lm_rows", "must be at least 0")
     _require(d.holdout_every >= 2, "data.holdout_every", "must be at least 2")

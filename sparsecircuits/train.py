@@ -49,7 +49,7 @@ from sparsecircuits.kernels.triton_support import interpreting, triton_available
 from sparsecircuits.model import SparseGPT
 from sparsecircuits.progress import progress_bar
 from sparsecircuits.rundir import RunDir
-from sparsecircuits.schedules import MIXED, Schedule, Slot, schedule_from_config
+from sparsecircuits.schedules import MIXED, Schedule, Slot, build_schedule
 from sparsecircuits.sparsity import Churn, Sparsifier, learning_rate, normalize_grad_rms
 
 DOC_PREFIX = "doc:"
@@ -102,7 +102,7 @@ def check_run(config: Config) -> Schedule:
     and the memory. Raises :class:`ConfigError` naming the field; returns the schedule."""
     check_sources(config)
     try:
-        schedule = schedule_from_config(config.schedule)
+        schedule = build_schedule(config.schedule)
     except ValueError as err:  # the schedule's errors name their field
         raise ConfigError(str(err)) from None
     if config.model.n_ctx < MAX_PROMPT_CHARS:
