@@ -263,8 +263,6 @@ class Trainer:
         self.config = config
         self.run_dir = Path(run_dir)
         self.files = RunDir(run_dir)
-        if config.run.threads:
-            torch.set_num_threads(config.run.threads)
         self.sources = load_sources(config)
         self.model = SparseGPT(config.model, seed=config.run.seed).to(run_device(config))
         self.named = dict(self.model.named_parameters())
@@ -347,12 +345,19 @@ class Trainer:
     # -- the loop -----------------------------------------------------------------------
 
     def train(self, resume: bool = False, progress: bool | None = None) -> Path:
-        """Train to the end of the schedule, holding the run folder's lock; return the folder."""
-        with ckpt.run_lock(self.run_dir):
-            self._files_ready(resume)
-            if resume:
-                self._resume()
-            self._loop(progress)
+        """Train to the end of the schedule; return the run folder. Runs at ``run.threads``
+        torch threads (when set) and restores torch's thread count after."""
+        threads = torch.get_num_threads()
+        if self.config.run.threads:
+            torch.set_num_threads(self.config.run.threads)
+        try:
+            with ckpt.run_lock(self.run_dir):
+                self._files_ready(resume)
+                if resume:
+                    self._resume()
+                self._loop(progress)
+        finally:
+            torch.set_num_threads(threads)
         return self.run_dir
 
     def _loop(self, progress: bool | None) -> None:

@@ -154,7 +154,7 @@ def test_resume_after_a_kill_before_the_first_checkpoint(tmp_path, micro_config)
     assert_same_run(killed, whole)
 
 
-def test_kill_during_save_leaves_previous_checkpoint(tmp_path, micro_config):
+def test_a_partial_save_folder_is_not_a_checkpoint(tmp_path, micro_config):
     run = train(micro_config(), tmp_path / "run", progress=False)
     partial = run / "checkpoints" / ".partial-00000030"
     partial.mkdir()
