@@ -182,6 +182,8 @@ def test_pick_documents_is_deterministic_and_respects_min_tokens():
     assert [d.name for d in picked] != [d.name for d in pick_documents(corpus, 5, 1000, seed=8)]
     with pytest.raises(ValueError):
         pick_documents(corpus, 21, 1000, seed=7)
+    assert pick_documents(corpus, 0, 1000, seed=7) == []
+    assert len(pick_documents(corpus, 20, 1000, seed=7)) == 20  # every eligible one
 
 
 def test_pick_documents_keeps_the_old_sample_when_nothing_is_near_duplicate():

@@ -232,10 +232,12 @@ def pick_documents(corpus: Corpus, count: int, min_tokens: int, seed: int,
     candidates = sample + rng.sample(rest, len(rest))
     picked: list[Document] = []
     for doc in candidates:
+        if len(picked) == count:
+            return picked
         if all(shingle_jaccard(doc, other) < threshold for other in picked):
             picked.append(doc)
-            if len(picked) == count:
-                return picked
+    if len(picked) == count:
+        return picked
     raise ValueError(
         f"asked for {count} documents of at least {min_tokens} tokens that are not "
         f"near-duplicates (shingle Jaccard < {threshold}); the corpus has {len(picked)}"
