@@ -18,9 +18,9 @@ positive score with an interval bounded by 0. The second is what a claim should 
   the next exposure of the same source (or the end of the run); c(τ) averages, at each offset
   τ, the windows that reach τ without a re-exposure (a life-table, or Kaplan-Meier, estimate of
   the forgetting curve: no window is thrown away, none is counted past its re-exposure).
-- ``signed_recovery_score``: RS with the peak at a fixed offset chosen in advance (the middle
-  of the window unless told), so it goes negative when the loss keeps rising, and its
-  numerator has expectation ≤ 0 when nothing anticipates the re-exposure.
+- ``signed_recovery_score``: RS with the numerator's peak at a fixed offset chosen in advance
+  (the middle of the window unless told), so it goes negative when the loss keeps rising, and
+  its numerator has expectation ≤ 0 when nothing anticipates the re-exposure.
   ``signed_recovery_ci`` gives it a two-sided bootstrap interval over sources.
 - ``pre_exposure_loss``: the absolute loss just before each re-exposure.
 - ``savings_note``: whether ``metrics.jsonl``'s logging resolves savings at all.
@@ -383,27 +383,34 @@ def _nanmean_rows(rows: np.ndarray) -> np.ndarray:
 
 
 def signed_recovery_score(curve: np.ndarray | Sequence[float], peak: int | None = None) -> float:
-    """RS = (c[peak] − c[−1]) / (c[peak] − c[0]), the peak at a fixed offset: by default the
-    middle of the window, ``len(curve) // 2`` (Yang et al.'s curves stop rising about halfway).
+    """RS = (c[peak] − c[−1]) / (max c − c[0]): Yang et al.'s score with the peak's *value* taken
+    at a fixed offset, by default the middle of the window, ``len(curve) // 2`` (their curves
+    stop rising about halfway); the denominator is theirs, the whole forgetting seen.
 
     Positive when the loss falls from the peak offset to just before re-exposure (1: back to the
-    post-exposure loss), 0 when it stays level, negative when it keeps rising. Choosing the peak
-    in advance instead of as the curve's max is what makes the score honest: with no
-    anticipation the expected curve does not fall after the peak offset, so the numerator's
-    expectation is ≤ 0 and noise spreads the score around 0 (or below), not above it; a max
-    over noisy offsets is ≥ the last one by construction. Pick ``peak`` before looking (from
-    the design, or from a pilot run); a peak later than the true one understates recovery, an
-    earlier one mixes forgetting into it. nan when the window has no interior offset (K < 3),
-    when c[peak] ≤ c[0] (nothing forgotten by the peak) or when an entry it needs is nan.
+    post-exposure loss), 0 when it stays level, negative when it keeps rising (down to −1 when
+    the loss rises monotonically from post to pre). For a curve whose maximum sits at ``peak``
+    it equals ``recovery_score``. Fixing the numerator's offset in advance is what makes the
+    score honest: with no anticipation the expected curve does not fall after the peak offset,
+    so the numerator's expectation is ≤ 0 and noise spreads the score around 0 or below; the
+    max-based numerator max − pre is ≥ 0 by construction. Pick ``peak`` before looking (from the
+    design or a pilot run): a peak later than the true one understates recovery, an earlier one
+    mixes forgetting into it. (A denominator taken at the peak offset, c[peak] − c[0], explodes
+    when little is forgotten by then: −37 on a real run whose curve first dipped below c[0].)
+    nan when the window has no interior offset (K < 3), when c[0], c[peak] or c[−1] is nan, or
+    when max c ≤ c[0] (nothing forgotten).
     """
     values = np.asarray(curve, dtype=float)
     peak = len(values) // 2 if peak is None else peak
     if not 0 < peak < len(values) - 1:
         return float("nan")
     post, top, pre = values[0], values[peak], values[-1]
-    if not top > post:  # also False for nan
+    if np.isnan([post, top, pre]).any():
         return float("nan")
-    return float((top - pre) / (top - post))
+    highest = float(np.nanmax(values))
+    if not highest > post:
+        return float("nan")
+    return float((top - pre) / (highest - post))
 
 
 def averaged_signed_recovery_score(curves: np.ndarray, peak: int | None = None) -> float:
