@@ -22,6 +22,7 @@ positive score with an interval bounded by 0. The second is what a claim should 
   (the middle of the window unless told), so it goes negative when the loss keeps rising, and
   its numerator has expectation ≤ 0 when nothing anticipates the re-exposure.
   ``signed_recovery_ci`` gives it a two-sided bootstrap interval over sources.
+- ``signed_circuit_recovery_score``: the same on 1 − Jaccard to the post-exposure circuit.
 - ``pre_exposure_loss``: the absolute loss just before each re-exposure.
 - ``savings_note``: whether ``metrics.jsonl``'s logging resolves savings at all.
 - ``seed_interval``: a Student-t interval of one metric over training seeds.
@@ -691,3 +692,12 @@ def circuit_recovery_score(jaccard_curve: np.ndarray | Sequence[float]) -> float
     the share of the lost overlap regained before re-exposure; nan when J never falls.
     """
     return recovery_score(1.0 - np.asarray(jaccard_curve, dtype=float))
+
+
+def signed_circuit_recovery_score(
+    jaccard_curve: np.ndarray | Sequence[float], peak: int | None = None
+) -> float:
+    """``signed_recovery_score`` of 1 − J, J the Jaccard to the post-exposure circuit from one
+    exposure to just before the next: (J[−1] − J[peak]) / (J[0] − min J), negative when the
+    circuit keeps losing overlap after the peak offset; nan when J never falls."""
+    return signed_recovery_score(1.0 - np.asarray(jaccard_curve, dtype=float), peak)

@@ -447,3 +447,12 @@ def test_seed_interval() -> None:
     single = metrics.seed_interval([0.4])
     assert single[0] == 0.4 and math.isnan(single[1]) and math.isnan(single[2])
     assert metrics.seed_interval([0.2, 0.2, 0.2]) == pytest.approx((0.2, 0.2, 0.2))
+
+
+def test_signed_circuit_recovery_score() -> None:
+    # 1 − J = [0, .6, .3]: (.6 − .3) / .6 = 0.5, as the max-based score; J still falling at the
+    # end, 1 − J = [0, .2, .5]: (.2 − .5) / .5 = −0.6 where the max-based score reads 0.
+    assert metrics.signed_circuit_recovery_score([1.0, 0.4, 0.7]) == pytest.approx(0.5)
+    assert metrics.signed_circuit_recovery_score([1.0, 0.8, 0.5]) == pytest.approx(-0.6)
+    assert metrics.circuit_recovery_score([1.0, 0.8, 0.5]) == 0.0
+    assert math.isnan(metrics.signed_circuit_recovery_score([1.0, 1.0, 1.0]))
