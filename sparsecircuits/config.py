@@ -198,6 +198,21 @@ PRESETS: dict[str, dict[str, Any]] = {
         "sparsity": {"matrix_density": 1 / 32, "embed_density": 1 / 8, "anneal_end": 0.4},
         "optimizer": {"decay": "constant"},
     },
+    # Gao et al. 2025's recipe at the tiny preset's size: docs/gao2025_deviations.md lists
+    # every remaining difference and why.
+    "gao2025": {
+        "model": {"n_layers": 2, "d_model": 128, "n_heads": 8, "d_head": 16, "d_mlp": 512,
+                  "n_ctx": 64, "act_sparsity": 0.25, "act_sparsity_sites": list(ACT_SPARSITY_SITES),
+                  "bigram": True, "attn_sink": False, "init_std": 0.02},
+        "sparsity": {"matrix_density": 1 / 16, "embed_density": 1 / 16, "min_per_neuron": 4,
+                     "anneal_start": 0.01, "anneal_end": 0.5, "anneal_shape": "linear"},
+        "optimizer": {"lr": 1.28e-2, "beta1": 0.9, "beta2": 0.95, "eps": 0.1,
+                      "weight_decay": 0.1, "warmup": 0.01, "decay": "linear", "sharkfin": True,
+                      "normalize_grad": True, "reset_at_block": False},
+        # The anneal (first half of training) ends exactly as the cycles begin.
+        "schedule": {"sources": _TASKS, "steps_per_block": 25, "cycles": 3, "warmup_steps": 450},
+        "data": {"source_rows": 32, "lm_rows": 16},
+    },
 }
 
 
