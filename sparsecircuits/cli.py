@@ -11,8 +11,10 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 import time
+import traceback
 from pathlib import Path
 
 from sparsecircuits.checkpoint import CheckpointError
@@ -136,13 +138,55 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_OS_ADVICE = {
+    errno.ENOSPC: "no space left on the device; free some space, then run the command again "
+                  "(train: with --resume)",
+    errno.EDQUOT: "disk quota exceeded; free some space, then run the command again "
+                  "(train: with --resume)",
+    errno.EACCES: "permission denied; make it accessible to you or choose another path",
+    errno.EPERM: "operation not permitted; make it accessible to you or choose another path",
+    errno.EROFS: "on a read-only file system; choose another path",
+    errno.EEXIST: "is a file where a folder is needed; choose another path",
+    errno.ENOTDIR: "a file stands where a folder is needed; choose another path",
+    errno.ENOENT: "does not exist; check the path",
+}
+
+
+def user_error(err: Exception) -> str | None:
+    """The one-line message for a failure the user can cause or meet (a bad config, a damaged
+    or busy run folder, a full disk, ...), starting with the field or file; None for a bug."""
+    from sparsecircuits.train import TrainingError
+
+    if isinstance(err, ConfigError | CheckpointError | TrainingError):
+        return str(err)
+    if isinstance(err, OSError):
+        what = _OS_ADVICE.get(err.errno, err.strerror or str(err))
+        return f"{err.filename}: {what}" if err.filename else what
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``sparsecircuits`` command."""
-    args = build_parser().parse_args(argv)
+    """Entry point of the ``sparsecircuits`` command. A failure the user can cause or meet ends
+    in one line ``sparsecircuits: error: <field or file>: <what to do>`` and exit status 2; any
+    other exception is a bug, reported with its traceback (exit status 1). ``--debug``
+    anywhere on the line shows the traceback of every failure."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
+    args = build_parser().parse_args([arg for arg in argv if arg != "--debug"])
     try:
         args.func(args)
-    except (ConfigError, CheckpointError) as err:
-        print(f"sparsecircuits: error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("sparsecircuits: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+    except Exception as err:
+        message = user_error(err)
+        if debug or message is None:
+            traceback.print_exc()
+        if message is None:
+            print("sparsecircuits: error: this is a bug; please report it with the traceback "
+                  "above", file=sys.stderr)
+            raise SystemExit(1) from None
+        print(f"sparsecircuits: error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
