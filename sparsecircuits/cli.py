@@ -124,12 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(func=_export)
 
     figures = commands.add_parser("figures", help="the run's figures for a paper (PDF/SVG/PNG)")
-    figures.add_argument("run_dir")
-    figures.add_argument("--control", help="a run that differs only in schedule (shuffled), "
-                                           "drawn beside it")
-    figures.add_argument("--format", default="pdf,svg,png",
+    figures.add_argument("run_dir", metavar="RUN")
+    figures.add_argument("--control", metavar="RUN",
+                         help="a run that differs only in schedule (shuffled), drawn beside it")
+    figures.add_argument("--format", default="pdf,svg,png", metavar="pdf,svg,png",
                          help="comma-separated formats among pdf, svg, png (default: all)")
-    figures.add_argument("--out", help="folder for the figures (default: RUN_DIR/figures)")
+    figures.add_argument("--out", metavar="DIR",
+                         help="folder for the figures (default: RUN/figures)")
     figures.set_defaults(func=_figures)
 
     demo = commands.add_parser("demo", help="train tiny, extract its circuits, summarise")
