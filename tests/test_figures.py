@@ -150,6 +150,12 @@ def test_circuit_figures(run: Path) -> None:
     ax = figures.circuit(open_run(run), "quote")
     assert ax.get_title(loc="left").startswith("quote, step ")
     assert "target 0.70" in ax.get_xlabel()
+    assert figures.circuit(run, "quote", step=-3).get_title(loc="left").startswith(
+        "quote, step 23:")
+    assert figures.circuit(run, "quote", step=11).get_title(loc="left").startswith(
+        "quote, step 11:")
+    with pytest.raises(ValueError, match="no checkpoint at step 12"):
+        figures.circuit(run, "quote", step=12)
     fig = figures.circuit_exposures(run, "closer")
     panels = [a for a in fig.axes if a.get_visible()]
     assert len(panels) == 3  # 3 cycles: one exposure each

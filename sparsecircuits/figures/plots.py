@@ -123,7 +123,12 @@ def _step_axis(ax: Axes, label: str = "training step") -> None:
 
 
 def _pick_step(timeline: CircuitTimeline, task: str, step: int | None) -> int | None:
-    """Checkpoint index of ``step`` (default: the last where the task's circuit is solved)."""
+    """Checkpoint index of ``step``, a training step or, negative, an index into the
+    checkpoints as in ``Run`` (default: the last where the task's circuit is solved)."""
+    if step is not None and step < 0:
+        if -step > len(timeline.steps):
+            raise ValueError(f"checkpoint index {step}, but the run has {len(timeline.steps)}")
+        return len(timeline.steps) + step
     if step is not None:
         where = np.flatnonzero(timeline.steps == step)
         if not where.size:
@@ -157,7 +162,8 @@ def _circuit_note(graph: Any) -> str:
 
 
 def circuit(run: Any, task: str, step: int | None = None, ax: Axes | None = None) -> Axes:
-    """One task's circuit at one checkpoint (default: the last where it is solved), drawn with
+    """One task's circuit at one checkpoint (a training step, or negative: an index such as
+    -1 for the newest; default: the last where it is solved), drawn with
     :func:`~sparsecircuits.circuits.draw.draw` in the shared layered layout."""
     data = run_data(run)
     with style():
