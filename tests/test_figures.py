@@ -338,3 +338,26 @@ def test_draw_is_the_same_file_under_another_hash_seed(run: Path, tmp_path: Path
         subprocess.run([sys.executable, "-c", DRAW_SCRIPT, str(run), str(files[-1])],
                        check=True, env={**os.environ, "PYTHONHASHSEED": seed})
     assert files[0].read_bytes() == files[1].read_bytes()
+
+
+def test_exposures_name_the_bands_on_the_first_drawn_panel(graph: nx.DiGraph) -> None:
+    from sparsecircuits.circuits.timeline import CircuitTimeline, Where
+
+    mlp = [n for n in graph if n.startswith("blocks.0.mlp.hook_post:")][:20]
+    found = graph.subgraph(set(mlp) | {u for n in mlp for u in graph.predecessors(n)}).copy()
+    found.graph.update(task="quote", solved=True, loss_full=0.1, target_loss=0.15)
+    unsolved = nx.DiGraph(**{**graph.graph, "task": "quote", "solved": False,
+                             "loss_full": 0.6, "target_loss": 0.15})
+    where = [Where(0, 0, 0, "quote"), Where(0, 1, 1, "closer"), Where(1, 2, 0, "quote")]
+    timeline = CircuitTimeline.build("run", [5, 11, 17], where, [graph] * 3,
+                                     {"quote": [[unsolved], [unsolved], [found]]})
+    fig = figures.circuit_exposures(timeline, "quote")
+    first, second = fig.axes
+    assert first.get_title() == "cycle 0, step 5" and "unsolved" in texts(fig)
+    assert second.get_title().startswith("cycle 1, step 17\n")
+    labels = [t.get_text() for t in second.get_yticklabels() if t.get_visible()]
+    assert labels == [b.label for b in bands(model_config(graph))]
+    assert second.yaxis.get_tick_params()["labelleft"] is True
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == [
+        "weight > 0", "weight < 0", "residual (norm gain)"]

@@ -147,10 +147,16 @@ def draw(
     if title is not None:
         ax.set_title(title)
     if legend:
-        handles = [Line2D([], [], color=POSITIVE, lw=1.2, label="weight > 0"),
-                   Line2D([], [], color=NEGATIVE, lw=1.2, label="weight < 0")]
-        if residual and structure_segments:
-            handles.append(Line2D([], [], color=STRUCTURE, lw=0.6, label="residual (norm gain)"))
+        handles = legend_handles(residual=residual and bool(structure_segments))
         ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0),
                   ncol=len(handles), frameon=False, handlelength=1.2, columnspacing=1.0)
     return ax
+
+
+def legend_handles(residual: bool = True) -> list[Line2D]:
+    """The legend entries of :func:`draw` (for one legend over several drawings)."""
+    handles = [Line2D([], [], color=POSITIVE, lw=1.2, label="weight > 0"),
+               Line2D([], [], color=NEGATIVE, lw=1.2, label="weight < 0")]
+    if residual:
+        handles.append(Line2D([], [], color=STRUCTURE, lw=0.6, label="residual (norm gain)"))
+    return handles

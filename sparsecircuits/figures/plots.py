@@ -21,7 +21,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import StrMethodFormatter
 
-from sparsecircuits.circuits.draw import draw
+from sparsecircuits.circuits.draw import draw, legend_handles
 from sparsecircuits.circuits.timeline import WEIGHT_GRAPH, CircuitTimeline
 from sparsecircuits.figures.data import (
     RunData,
@@ -113,10 +113,6 @@ def _matrix_or_say(data: RunData, ax: Axes) -> LossMatrix | None:
         say(ax, data.why("behaviour") if data.matrix is None else "the loss matrix is empty")
         return None
     return data.matrix
-
-
-def _step_axis(ax: Axes, label: str = "training step") -> None:
-    ax.set_xlabel(label)
 
 
 # --- circuits ----------------------------------------------------------------------------------
@@ -211,26 +207,30 @@ def circuit_exposures(run: Any, task: str, fig: Figure | None = None) -> Figure:
         if not ends:
             say(axes[0], f"{task} is never trained in a block of the cycles")
             return fig
-        for i, (ax, t) in enumerate(zip(axes, ends, strict=True)):
+        drawn = 0
+        for ax, t in zip(axes, ends, strict=True):
             graph = circuit_graph(timeline, task, t)
             step = int(timeline.steps[t])
             head = f"cycle {int(timeline.cycles[t])}, step {step}"
-            if graph is None:
-                say(ax, "not extracted")
-                ax.set_title(head)
+            ax.set_title(head)
+            if graph is None or graph.graph.get("solved") is False:
+                # not say(): clearing ticks would clear the band names of the shared y axis
+                ax.axis("off")
+                say(ax, "not extracted" if graph is None else
+                    "unsolved: the full\nmodel's loss "
+                    f"{fmt(graph.graph.get('loss_full'))} nats\nmisses the target "
+                    f"{fmt(graph.graph.get('target_loss'))}:\nno circuit", clear=False)
                 continue
-            if graph.graph.get("solved") is False:
-                say(ax, "unsolved: the full\nmodel's loss "
-                        f"{fmt(graph.graph.get('loss_full'))} nats\nmisses the target "
-                        f"{fmt(graph.graph.get('target_loss'))}:\nno circuit")
-                ax.set_title(head)
-                continue
-            draw(graph, ax, band_labels=i == 0, legend=i == n // 2)
+            draw(graph, ax, band_labels=not drawn, legend=False)
+            drawn += 1
             ax.set_title(f"{head}\n{graph.number_of_nodes()} nodes, "
                          f"{graph.number_of_edges()} edges")
+        fig.get_layout_engine().set(wspace=0.03)
+        if drawn:
+            legend = fig.legend(handles=legend_handles(), loc="outside lower center", ncol=3,
+                                title=f"{CHANNEL_AXIS}, the same place in every panel")
+            legend.get_title().set_color(MISSING_COLOUR)
         fig.suptitle(f"{task}: circuit at the end of each exposure")
-        fig.supxlabel(f"{CHANNEL_AXIS}: the same place in every panel", fontsize=6.5,
-                      color=MISSING_COLOUR)
     return fig
 
 
