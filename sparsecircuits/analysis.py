@@ -52,14 +52,17 @@ class RunAnalysis:
         """Every comparable metric as ``(rows, statistic)``: rows are sources, tasks or blocks,
         the unit the bootstrap of ``compare`` resamples."""
         b, first_cycle = self.behaviour, self.behaviour.first_cycle
-        shift = metrics.source_shift_curves(b.matrix, first_cycle)
+        shift = {source: curve for source, (curve, _) in
+                 metrics.source_offset_curves(b.matrix, first_cycle).items()}
         trained = [s for s in dict.fromkeys(b.matrix.trained) if s in b.matrix.sources]
         out: dict[str, tuple[np.ndarray, Callable[[np.ndarray], float]]] = {
             "loss.final": (np.array([b.matrix.column(s)[-1] for s in trained]), np.mean),
         }
         if shift:
             out["loss.recovery_score"] = (
-                np.array(list(shift.values())), metrics.averaged_recovery_score)
+                np.array(list(shift.values())), metrics.averaged_signed_recovery_score)
+        if b.pre_exposure:
+            out["loss.pre_exposure"] = (np.array(list(b.pre_exposure.values())), np.mean)
         if b.prequential:
             out["loss.prequential"] = (np.array(list(b.prequential.values())), np.mean)
         regained = [s for values in b.savings.values() for s in values if s is not None]
@@ -118,7 +121,8 @@ class RunAnalysis:
             out[f"{name}.noise_floor.edges"] = _nanmean(c.noise["edges"])
             if name in curves:
                 out[f"{name}.pre_exposure_jaccard.edges"] = float(curves[name][-1])
-                out[f"{name}.recovery_score.edges"] = metrics.circuit_recovery_score(curves[name])
+                out[f"{name}.recovery_score.edges"] = metrics.signed_circuit_recovery_score(
+                    curves[name])
             previous = t.similarity(name, "previous")["edges"]
             out[f"{name}.previous_jaccard.edges"] = _nanmean(previous)
             for kind in ("formed", "faded", "recovered"):

@@ -230,7 +230,8 @@ def test_compare_cyclic_with_shuffled_control(tmp_path: Path) -> None:
     write_evals(tmp_path / "shuffled", SHUFFLED, [1.0, 2.0, 3.0], steps_per_block=2)
     result = compare(tmp_path / "cyclic", tmp_path / "shuffled", n_boot=50)
     rs = result["loss.recovery_score"]
-    assert (rs.a, rs.b, rs.diff, rs.low, rs.high) == pytest.approx((0.5, 0.0, 0.5, 0.5, 0.5))
+    # the control's loss keeps rising (1, 2, 3): a negative signed score, (2 − 3) / (3 − 1)
+    assert (rs.a, rs.b, rs.diff, rs.low, rs.high) == pytest.approx((0.5, -0.5, 1.0, 1.0, 1.0))
     assert "loss.prequential" in result
     assert "circuit.recovery_score" not in result  # no circuits extracted
     text = report(RunAnalysis.load(tmp_path / "cyclic"),

@@ -443,7 +443,7 @@ class CircuitTimeline:
         """1 − J(circuit, post-exposure circuit) as a loss matrix over block-boundary checkpoints.
 
         Rows are the last checkpoint of every block, columns every trained source (nan where it
-        has no circuit), so ``metrics.source_shift_curves`` windows it exactly as it does losses.
+        has no circuit), so ``metrics.source_offset_curves`` windows it exactly as it does losses.
         """
         last = np.append(self.blocks[1:] != self.blocks[:-1], True)
         rows = np.flatnonzero(last)
@@ -462,7 +462,8 @@ class CircuitTimeline:
         just before the next), over complete windows in cycles ≥ ``first_cycle``; tasks with no
         solved post-exposure circuit are left out."""
         # the loss window is (1 − J[a+τ]) − (1 − J[a]), and J[a] = 1 (a compared with itself)
-        curves = metrics.source_shift_curves(self.post_exposure_matrix(kind), first_cycle)
+        windows = metrics.source_offset_curves(self.post_exposure_matrix(kind), first_cycle)
+        curves = {task: curve for task, (curve, _) in windows.items()}
         # A task never solved after an exposure has no circuit to compare: no curve at all.
         return {task: 1.0 - curve for task, curve in curves.items()
                 if task in self.circuits and not np.isnan(curve).all()}
@@ -470,7 +471,7 @@ class CircuitTimeline:
     def recovery_score(
         self, kind: str = "edges", first_cycle: int = 1, n_boot: int = 1000, seed: int = 0
     ) -> tuple[float, float, float]:
-        """``(RS, low, high)``: ``metrics.circuit_recovery_score`` of the task-averaged J(τ),
+        """``(RS, low, high)``: ``metrics.signed_circuit_recovery_score`` of the task-averaged J(τ),
         with a bootstrap interval over tasks; nan when no task has a complete window."""
         curves = self.recovery_curves(kind, first_cycle)
         if not curves:
@@ -487,5 +488,6 @@ def _total(triples: Iterable[tuple[int, int, int]]) -> tuple[int, int, int]:
 
 
 def circuit_rs_of_mean(curves: np.ndarray) -> float:
-    """The circuit recovery score of the mean of per-task J(τ) curves (a bootstrap statistic)."""
-    return metrics.circuit_recovery_score(np.mean(curves, axis=0))
+    """The signed circuit recovery score of the mean of per-task J(τ) curves (offsets no window
+    reaches skipped; a bootstrap statistic)."""
+    return metrics.signed_circuit_recovery_score(metrics.nanmean_rows(curves))
