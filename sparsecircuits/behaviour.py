@@ -69,7 +69,7 @@ def behaviour(
                                              config.schedule.steps_per_block)
     savings = {} if coarse else _savings(run.metrics, matrix)
     if coarse:
-        notes.append(f"savings: {coarse}")
+        notes.append(coarse)
     elif not savings:
         notes.append("savings: not evaluable (metrics.jsonl does not log every exposure)")
     return BehaviourReport(

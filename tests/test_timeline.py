@@ -305,3 +305,33 @@ def test_an_empty_unsolved_circuit_keeps_its_attributes(run: Path) -> None:
     timeline = timeline_of(run, empty_first_a=True)
     assert timeline.circuits["a"].attrs[0]["solved"] is False
     assert np.isnan(timeline.similarity("a", "post")["edges"][:2]).all()
+
+
+def test_survival_of_the_post_exposure_circuit_is_graded(tmp_path: Path) -> None:
+    # a trained at checkpoint 0 with circuit {e0, e1}; e1 dies at 1, e3 (not in it) at 2
+    present = [["e0", "e1", "e3"], ["e0", "e3"], ["e0"]]
+    attrs = {"task": "a", "solved": True, "target_loss": 0.1}
+    timeline = CircuitTimeline.build(
+        tmp_path, [9, 19, 29], [Where(0, t, t, s) for t, s in enumerate(["a", "b", "b"])],
+        [graph(edges, t) for t, edges in enumerate(present)],
+        {"a": [[graph(["e0", "e1"], 0, **attrs)], [graph([], 1, task="a", solved=False)],
+               [graph([], 2, task="a", solved=False)]]},
+    )
+    survival = timeline.survival("a")
+    np.testing.assert_allclose(survival["edges"], [1.0, 0.5, 0.5])
+    # |w| at the post-exposure checkpoint: e0 1.0, e1 2.0
+    np.testing.assert_allclose(survival["mass"], [1.0, 1 / 3, 1 / 3])
+    assert not timeline.ballooned("a").any()
+
+
+def test_a_ballooned_circuit_is_marked_and_not_a_reference(tmp_path: Path) -> None:
+    sizes = [["e0"], ["e2"], ["e0", "e1", "e2", "e3", "e4"], ["e2"]]  # the third: most of it
+    attrs = {"task": "a", "solved": True, "target_loss": 0.1}
+    timeline = CircuitTimeline.build(
+        tmp_path, [9, 19, 29, 39], [Where(0, t, t, "a") for t in range(4)],
+        [graph(list(EDGES), t) for t in range(4)],
+        {"a": [[graph(edges, t, **attrs)] for t, edges in enumerate(sizes)]},
+    )
+    assert timeline.ballooned("a", factor=2.0).tolist() == [False, False, True, False]
+    survival = timeline.survival("a", balloon_factor=2.0)["edges"]
+    assert np.isnan(survival[2]) and survival[3] == 1.0

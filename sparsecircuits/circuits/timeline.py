@@ -439,6 +439,45 @@ class CircuitTimeline:
                     result[t, i, j] = similarity(a, b)[kind]
         return result
 
+    def ballooned(self, task: str, factor: float = 3.0) -> np.ndarray:
+        """Per checkpoint: the task's circuit is solved but more than ``factor`` times the
+        median size of its solved circuits (a barely-solved task near the target loss can
+        return most of the model). Such circuits are marked, not averaged in."""
+        g = self.circuits[task]
+        sizes = g.nodes.present.sum(0)
+        solved = np.array([bool(a.get("solved")) for a in g.attrs]) & g.extracted
+        if not solved.any():
+            return np.zeros(len(sizes), dtype=bool)
+        return solved & (sizes > factor * np.median(sizes[solved]))
+
+    def survival(self, task: str, balloon_factor: float = 3.0) -> dict[str, np.ndarray]:
+        """How much of the task's post-exposure circuit is still in the weights, at every
+        checkpoint, solved or not: ``edges``, the fraction of the circuit's weight edges (at
+        the checkpoint that ended the task's latest exposure) alive in the weight graph now;
+        ``mass``, the same weighted by the circuit's |w| at that checkpoint. nan before the
+        first exposure, where that circuit is unsolved or ballooned (:meth:`ballooned` with
+        ``balloon_factor``), or where the weight
+        graph is missing. (``sparsecircuits.run.Run.survival`` adds the loss of the model
+        restricted to that frozen circuit.)"""
+        member = self.membership(task)
+        present = self.weight_graph.edges.present
+        weights = np.abs(np.nan_to_num(self.weight_graph.edges.value))
+        kinds = np.array([a.get("kind") not in ("residual", "qk")
+                          for a in self.weight_graph.edges.attrs], dtype=bool)
+        post = self.reference(task, "post")
+        usable = ~self.ballooned(task, balloon_factor)
+        out = {"edges": np.full(len(post), math.nan), "mass": np.full(len(post), math.nan)}
+        for t, r in enumerate(post):
+            if r < 0 or not usable[r] or not self.weight_graph.extracted[t]:
+                continue
+            circuit = member[:, r] & kinds
+            if not circuit.any():
+                continue
+            alive = circuit & present[:, t]
+            out["edges"][t] = alive.sum() / circuit.sum()
+            out["mass"][t] = weights[alive, r].sum() / weights[circuit, r].sum()
+        return out
+
     def post_exposure_matrix(self, kind: str = "edges") -> LossMatrix:
         """1 − J(circuit, post-exposure circuit) as a loss matrix over block-boundary checkpoints.
 
