@@ -370,11 +370,11 @@ def offset_averaged_curve(
     curves = source_offset_curves(matrix, first_cycle)
     if not curves:
         raise ValueError(f"no exposure window in cycles >= {first_cycle}")
-    return np.arange(len(next(iter(curves.values()))[0])), _nanmean_rows(
+    return np.arange(len(next(iter(curves.values()))[0])), nanmean_rows(
         np.array([curve for curve, _ in curves.values()]))
 
 
-def _nanmean_rows(rows: np.ndarray) -> np.ndarray:
+def nanmean_rows(rows: np.ndarray) -> np.ndarray:
     """Column means ignoring nan; nan where a column has no value (without a warning)."""
     rows = np.asarray(rows, dtype=float)
     seen = ~np.isnan(rows)
@@ -417,7 +417,7 @@ def signed_recovery_score(curve: np.ndarray | Sequence[float], peak: int | None 
 def averaged_signed_recovery_score(curves: np.ndarray, peak: int | None = None) -> float:
     """``signed_recovery_score`` of the mean of per-source curves (rows, nan skipped per offset):
     the statistic ``signed_recovery_ci`` resamples."""
-    return signed_recovery_score(_nanmean_rows(curves), peak)
+    return signed_recovery_score(nanmean_rows(curves), peak)
 
 
 def signed_recovery_ci(
