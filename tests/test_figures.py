@@ -192,7 +192,8 @@ def test_loss_figures(run: Path) -> None:
     ax = figures.recovery(run, control=run)
     assert len(ax.get_lines()) == 3  # cyclic, control, zero line
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert labels[0].startswith("cyclic (run): RS ") and labels[1].startswith("control (run)")
+    assert labels[0].startswith("cyclic (run): signed RS ")
+    assert labels[1].startswith("control (run)")
     ax = figures.recovery(run)
     assert "no control run given" in ax.get_legend().get_title().get_text()
 
@@ -287,7 +288,7 @@ def test_a_run_without_circuits_gets_its_loss_figures_and_says_the_rest(
     ax = figures.edge_survival(bare)
     assert "sparsecircuits extract" in texts(ax.figure)
     ax = figures.recovery(bare)  # cycle 1 holds the one complete window of each source
-    assert ax.get_legend().get_texts()[0].get_text().startswith("cyclic (bare): RS ")
+    assert ax.get_legend().get_texts()[0].get_text().startswith("cyclic (bare): signed RS ")
 
 
 def test_an_unsolved_task_is_named_with_its_loss(graph: nx.DiGraph) -> None:

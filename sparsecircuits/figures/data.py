@@ -10,6 +10,7 @@ for the panel to say.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,19 +133,22 @@ def solved(timeline: CircuitTimeline, task: str) -> np.ndarray:
 
 def shift_band(matrix: LossMatrix, first_cycle: int, n_boot: int = 1000, seed: int = 0,
                alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
-    """``(τ, c(τ), low, high, sources)``: the shift-averaged curve and a pointwise percentile
-    bootstrap interval over sources (the unit ``recovery_score_ci`` resamples). Empty arrays
-    when no source has a complete window."""
-    curves = metrics.source_shift_curves(matrix, first_cycle)
+    """``(τ, c(τ), low, high, sources)``: the recovery curve averaged over every exposure of
+    every source (``metrics.offset_averaged_curve``, the curve ``BehaviourReport`` scores) and a
+    pointwise percentile bootstrap interval over sources (the unit its interval resamples).
+    Empty arrays when no source has an exposure window."""
+    curves = metrics.source_offset_curves(matrix, first_cycle)
     if not curves:
         empty = np.array([])
         return empty, empty, empty, empty, 0
-    rows = np.array(list(curves.values()))
-    mean = rows.mean(axis=0)
+    rows = np.array([curve for curve, _ in curves.values()])
+    mean = metrics.nanmean_rows(rows)
     rng = np.random.default_rng(seed)
-    draws = np.array([rows[rng.integers(0, len(rows), len(rows))].mean(axis=0)
+    draws = np.array([metrics.nanmean_rows(rows[rng.integers(0, len(rows), len(rows))])
                       for _ in range(n_boot)])
-    low, high = np.quantile(draws, [alpha / 2, 1 - alpha / 2], axis=0)
+    with warnings.catch_warnings():  # an offset no window reaches is nan in every draw
+        warnings.simplefilter("ignore", RuntimeWarning)
+        low, high = np.nanquantile(draws, [alpha / 2, 1 - alpha / 2], axis=0)
     return np.arange(len(mean)), mean, low, high, len(rows)
 
 

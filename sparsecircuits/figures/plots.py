@@ -21,6 +21,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import StrMethodFormatter
 
+from sparsecircuits import metrics
 from sparsecircuits.circuits.draw import draw, legend_handles
 from sparsecircuits.circuits.timeline import WEIGHT_GRAPH, CircuitTimeline
 from sparsecircuits.figures.data import (
@@ -434,10 +435,12 @@ def loss_curves(run: Any, fig: Figure | None = None,
 
 
 def recovery(run: Any, control: Any = None, ax: Axes | None = None) -> Axes:
-    """Yang's shift-averaged curve c(τ): the loss τ blocks after a source's exposure minus the
-    loss right after it, averaged over sources (cycles ≥ 1), with a 95 % bootstrap band over
-    sources; the control run (shuffled order) beside it. The legend gives each run's recovery
-    score RS = (max − pre)/(max − post) with its interval."""
+    """The recovery curve c(τ) of Yang et al. (2024): the loss τ blocks after a source's
+    exposure minus the loss right after it, averaged over every exposure of every source in
+    cycles ≥ 1 (``metrics.offset_averaged_curve``, as ``BehaviourReport`` scores it), with a
+    95 % bootstrap band over sources; the control run (shuffled order) beside it. The legend
+    gives each run's signed recovery score (``metrics.signed_recovery_score``: from the peak
+    offset K//2, marked, to just before re-exposure) with its interval."""
     data = run_data(run)
     other = run_data(control) if control is not None else None
     with style():
@@ -457,16 +460,16 @@ def recovery(run: Any, control: Any = None, ax: Axes | None = None) -> Axes:
             first_cycle = d.behaviour.first_cycle if d.behaviour is not None else 1
             tau, mean, low, high, n_sources = shift_band(d.matrix, first_cycle)
             if not tau.size:
-                notes.append(f"{name}: no complete window after an exposure in cycles ≥ "
-                             f"{first_cycle}")
+                notes.append(f"{name}: no exposure in cycles ≥ {first_cycle}")
                 continue
             if not finite(mean):
                 notes.append(f"{name}: every loss after an exposure is nan")
                 continue
-            rs = d.behaviour.recovery if d.behaviour is not None else (np.nan,) * 3
+            rs = d.behaviour.recovery if d.behaviour is not None else \
+                metrics.signed_recovery_ci(d.matrix, first_cycle)
             ax.fill_between(tau, low, high, color=colour, alpha=0.18, lw=0)
             ax.plot(tau, mean, color=colour, ls=dashes, marker="o", ms=2.5,
-                    label=f"{name}: RS {fmt(rs[0])} [{fmt(rs[1])}, {fmt(rs[2])}], "
+                    label=f"{name}: signed RS {fmt(rs[0])} [{fmt(rs[1])}, {fmt(rs[2])}], "
                           f"{n_sources} sources")
             drawn += 1
         if not drawn:
@@ -475,6 +478,10 @@ def recovery(run: Any, control: Any = None, ax: Axes | None = None) -> Axes:
         ax.set_xticks(range(last + 1), ["0\npost", *map(str, range(1, last)), f"{last}\npre"]
                       if last > 0 else ["0"])
         ax.axhline(0, color=NEUTRAL, lw=0.5)
+        if last >= 2:  # the offset the signed score takes its peak value at
+            ax.axvline((last + 1) // 2, color=NEUTRAL, lw=0.5, ls=(0, (1, 1.5)))
+            ax.text((last + 1) // 2, 1.0, " RS peak offset", transform=ax.get_xaxis_transform(),
+                    ha="left", va="top", fontsize=5.5, color=MISSING_COLOUR)
         ax.set_xlabel("blocks since the source's exposure (τ)")
         ax.set_ylabel("loss − post-exposure loss (nats)")
         if other is None:
@@ -482,8 +489,8 @@ def recovery(run: Any, control: Any = None, ax: Axes | None = None) -> Axes:
                          "anticipation (--control)")
         ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.3), fontsize=6,
                   title="\n".join(notes) if notes else None, alignment="left")
-        ax.set_title("shift-averaged loss after an exposure\n(band: 95 % bootstrap over "
-                     "sources)", loc="left")
+        ax.set_title("loss change after an exposure (all exposures)\nband: 95 % bootstrap "
+                     "over sources", loc="left")
     return ax
 
 

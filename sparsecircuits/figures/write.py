@@ -35,9 +35,10 @@ def figure_set(data: RunData, control: RunData | None = None
          "Per trained source, its loss at every block boundary; shaded: the blocks that train "
          "it; rings: the loss just before each exposure."),
         ("recovery", lambda: plots.recovery(data, control),
-         "Shift-averaged loss change after an exposure (Yang et al. 2024), cyclic run"
-         + (" beside the control run" if control is not None else " (no control run given)")
-         + ", with a 95 % bootstrap band over sources and the recovery score."),
+         "Loss change after an exposure averaged over every exposure (Yang et al. 2024), "
+         "cyclic run" + (" beside the control run" if control is not None
+                         else " (no control run given)")
+         + ", with a 95 % bootstrap band over sources and the signed recovery score."),
         ("jaccard", lambda: plots.jaccard(data),
          "Per task, Jaccard (edges) of its circuit with the circuit right after its latest "
          "exposure, beside the seed re-extraction noise floor."),
