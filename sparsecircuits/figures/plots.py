@@ -47,6 +47,7 @@ from sparsecircuits.figures.style import (
 from sparsecircuits.metrics import LossMatrix
 
 MISSING_COLOUR = "#595959"
+SURVIVAL = OKABE_ITO["blue"]
 CHANNEL_AXIS = "x: each site's channels in index order"
 
 
@@ -498,11 +499,14 @@ def recovery(run: Any, control: Any = None, ax: Axes | None = None) -> Axes:
 
 
 def jaccard(run: Any, fig: Figure | None = None, kind: str = "edges",
-            tasks: Sequence[str] | None = None) -> Figure:
+            tasks: Sequence[str] | None = None, survival: bool = True) -> Figure:
     """Per task, Jaccard similarity (``kind``: ``edges``, ``nodes`` or ``weighted_edges``) of its
     circuit at every checkpoint with its circuit right after its latest exposure, beside the
     noise floor (mean Jaccard between seed re-extractions at the same checkpoint). Where the
-    task is unsolved there is no circuit: no point, a cross on the axis."""
+    task is unsolved there is no circuit: no point, a cross on the axis. With ``survival``, the
+    share of the post-exposure circuit's weight edges still alive in the weights
+    (``CircuitTimeline.survival``), defined whether or not the task is solved; circuits more
+    than 3× their task's median size (``CircuitTimeline.ballooned``) are marked."""
     data = run_data(run)
     with style():
         timeline = data.timeline
@@ -522,7 +526,7 @@ def jaccard(run: Any, fig: Figure | None = None, kind: str = "edges",
         starts, ends = _row_spans(steps)
         cycle_x = [starts[i] for i in _cycle_starts(timeline.cycles)]
         left = max(0.0, steps[0] - float(np.median(ends - starts)) / 2) if len(steps) > 1 else 0
-        floors = 0
+        floors = survived = ballooned = 0
         for ax, task in zip(axes, chosen, strict=False):
             colour = source_color(task)
             ax.set_title(task, loc="left",
@@ -541,8 +545,17 @@ def jaccard(run: Any, fig: Figure | None = None, kind: str = "edges",
                 floors += 1
                 ax.plot(steps, floor, color=NEUTRAL, ls=(0, (2, 1.5)), marker="_", ms=4,
                         lw=0.9, zorder=2)
+            alive = timeline.survival(task)["edges"] if survival else np.array([np.nan])
+            if finite(alive):
+                survived += 1
+                ax.plot(steps, alive, color=SURVIVAL, lw=0.9, marker="s", ms=1.6, zorder=2)
             if finite(j):
                 ax.plot(steps, j, color="black", marker="o", ms=2.2, lw=1.0, zorder=3)
+                big = timeline.ballooned(task) & np.isfinite(j)
+                if big.any():
+                    ballooned += 1
+                    ax.plot(steps[big], j[big], "D", mfc="white", mec=NEGATIVE, ms=3.2,
+                            mew=0.8, zorder=4)
             unsolved = ~ok & timeline.circuits[task].extracted
             if unsolved.any():
                 ax.plot(steps[unsolved], np.full(unsolved.sum(), -0.05), "x", color=NEGATIVE,
@@ -551,10 +564,13 @@ def jaccard(run: Any, fig: Figure | None = None, kind: str = "edges",
                 say(ax, "no solved circuit right after\nan exposure: nothing to compare",
                     clear=False)
         label = {"edges": "edges", "nodes": "nodes", "weighted_edges": "|w|-weighted edges"}
-        fig.supylabel(f"Jaccard ({label.get(kind, kind)}) to the\npost-exposure circuit",
+        fig.supylabel(f"overlap with the post-exposure circuit\n(Jaccard of "
+                      f"{label.get(kind, kind)}; share of edges alive)" if survived else
+                      f"Jaccard ({label.get(kind, kind)}) to the\npost-exposure circuit",
                       fontsize=7)
         fig.supxlabel("training step", fontsize=7)
-        handles = [Line2D([], [], color="black", marker="o", ms=2.2, label="circuit"),
+        handles = [Line2D([], [], color="black", marker="o", ms=2.2,
+                          label="Jaccard of the current circuit"),
                    Line2D([], [], color=NEUTRAL, ls=(0, (2, 1.5)) if floors else "none",
                           marker="_" if floors else "none",
                           label="noise floor (seed re-extractions)" if floors else
@@ -562,7 +578,13 @@ def jaccard(run: Any, fig: Figure | None = None, kind: str = "edges",
                    Patch(facecolor=NEUTRAL, alpha=0.3, label="block trains the task"),
                    Line2D([], [], ls="none", marker="x", color=NEGATIVE, ms=3,
                           label="task unsolved: no circuit")]
-        fig.legend(handles=handles, loc="outside upper center", ncol=4)
+        if survived:
+            handles.insert(1, Line2D([], [], color=SURVIVAL, marker="s", ms=1.6,
+                                     label="post-exposure circuit's edges alive in the weights"))
+        if ballooned:
+            handles.append(Line2D([], [], ls="none", marker="D", mfc="white", mec=NEGATIVE,
+                                  ms=3.2, label="circuit > 3× its median size"))
+        fig.legend(handles=handles, loc="outside upper center", ncol=3)
     return fig
 
 

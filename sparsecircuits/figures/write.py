@@ -41,7 +41,8 @@ def figure_set(data: RunData, control: RunData | None = None
          + ", with a 95 % bootstrap band over sources and the signed recovery score."),
         ("jaccard", lambda: plots.jaccard(data),
          "Per task, Jaccard (edges) of its circuit with the circuit right after its latest "
-         "exposure, beside the seed re-extraction noise floor."),
+         "exposure, beside the seed re-extraction noise floor and the share of that circuit's "
+         "edges still alive in the weights."),
         ("churn", lambda: plots.churn(data),
          "Births, revivals and deaths of weight-graph edges per block: in the trained task's "
          "circuit, in other tasks' circuits, elsewhere."),
