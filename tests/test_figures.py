@@ -362,3 +362,8 @@ def test_exposures_name_the_bands_on_the_first_drawn_panel(graph: nx.DiGraph) ->
     (legend,) = fig.legends
     assert [t.get_text() for t in legend.get_texts()] == [
         "weight > 0", "weight < 0", "residual (norm gain)"]
+    fig = figures.jaccard(timeline)
+    (legend,) = fig.legends
+    assert "post-exposure circuit's edges alive in the weights" in [
+        t.get_text() for t in legend.get_texts()]
+    assert figures.plots.SURVIVAL in [line.get_color() for line in fig.axes[0].get_lines()]
