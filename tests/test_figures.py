@@ -367,3 +367,19 @@ def test_exposures_name_the_bands_on_the_first_drawn_panel(graph: nx.DiGraph) ->
     assert "post-exposure circuit's edges alive in the weights" in [
         t.get_text() for t in legend.get_texts()]
     assert figures.plots.SURVIVAL in [line.get_color() for line in fig.axes[0].get_lines()]
+
+
+def test_figures_compose_into_one(run: Path, tmp_path: Path) -> None:
+    data = figures.run_data(open_run(run))
+    with figures.style():
+        fig = plt.figure(figsize=(figures.TWO_COLUMN, 8), layout="constrained")
+        top, middle, bottom = fig.subfigures(3, 1)
+        figures.circuit_exposures(data, "quote", fig=top)
+        figures.jaccard(data, fig=middle)
+        left, right = bottom.subplots(1, 2)
+        figures.loss_matrix(data, ax=left)
+        figures.recovery(data, ax=right)
+        figures.save(fig, tmp_path / "composed.pdf")
+    assert (tmp_path / "composed.pdf").stat().st_size > 0
+    assert len(top.axes) == 3 and len(middle.axes) == 2
+    assert right.get_xlabel() == "blocks since the source's exposure (τ)"
