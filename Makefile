@@ -4,6 +4,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint bench
+CHROMIUM := /usr/bin/chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +16,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/sparsecircuits demo --out runs/demo
 
-test: $(STAMP)
+# The viewer's browser tests drive Debian's Chromium (playwright cannot download browsers here).
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q chromium; \
+	else echo "note: $(CHROMIUM) is missing: the browser tests skip (sudo apt-get install chromium)"; fi
+
+test: $(STAMP) $(CHROMIUM)
 	$(VENV)/bin/ruff check .
 	TRITON_INTERPRET=1 $(VENV)/bin/python -m pytest -q
 

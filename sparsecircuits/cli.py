@@ -5,6 +5,7 @@
     sparsecircuits timeline RUN_DIR [--control RUN_DIR]
     sparsecircuits export RUN_DIR [--weight-graphml]
     sparsecircuits figures RUN_DIR [--control RUN_DIR] [--format pdf,svg,png] [--out DIR]
+    sparsecircuits view RUN_DIR [--html OUT.html] [--task T ...]
     sparsecircuits demo [--out DIR]
 """
 
@@ -73,6 +74,12 @@ def _figures(args: argparse.Namespace) -> None:
         print(f"sparsecircuits: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     print(f"wrote {len(written) - 1} figure files and {written[-1]}")
+def _view(args: argparse.Namespace) -> None:
+    from sparsecircuits import open_run
+    from sparsecircuits.viewer import export_html
+
+    path = export_html(open_run(args.run_dir), args.html and Path(args.html), task=args.task)
+    print(path)
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -132,6 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     figures.add_argument("--out", metavar="DIR",
                          help="folder for the figures (default: RUN/figures)")
     figures.set_defaults(func=_figures)
+    view = commands.add_parser("view", help="the circuit viewer as one self-contained HTML page")
+    view.add_argument("run_dir")
+    view.add_argument("--html", help="where to write the page (default: in RUN_DIR/viewer/)")
+    view.add_argument("--task", nargs="+", help="open on these tasks' circuits")
+    view.set_defaults(func=_view)
 
     demo = commands.add_parser("demo", help="train tiny, extract its circuits, summarise")
     demo.add_argument("--out", default="runs/demo")
