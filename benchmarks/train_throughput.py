@@ -111,6 +111,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
+    torch.set_num_threads(2)  # every arm at the presets' run.threads
     results = [bench(p, args.set, args.steps, args.rounds) for p in args.presets]
     print(f"{'preset':8} {'tokens/step':>11} {'ours':>8} {'ours_dense':>10} {'dense':>8}   "
           f"{'ours/dense':>10} {'ours/ours_dense':>15}   (tokens/s)")

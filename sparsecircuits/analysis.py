@@ -52,14 +52,17 @@ class RunAnalysis:
         """Every comparable metric as ``(rows, statistic)``: rows are sources, tasks or blocks,
         the unit the bootstrap of ``compare`` resamples."""
         b, first_cycle = self.behaviour, self.behaviour.first_cycle
-        shift = metrics.source_shift_curves(b.matrix, first_cycle)
+        shift = {source: curve for source, (curve, _) in
+                 metrics.source_offset_curves(b.matrix, first_cycle).items()}
         trained = [s for s in dict.fromkeys(b.matrix.trained) if s in b.matrix.sources]
         out: dict[str, tuple[np.ndarray, Callable[[np.ndarray], float]]] = {
             "loss.final": (np.array([b.matrix.column(s)[-1] for s in trained]), np.mean),
         }
         if shift:
             out["loss.recovery_score"] = (
-                np.array(list(shift.values())), metrics.averaged_recovery_score)
+                np.array(list(shift.values())), metrics.averaged_signed_recovery_score)
+        if b.pre_exposure:
+            out["loss.pre_exposure"] = (np.array(list(b.pre_exposure.values())), np.mean)
         if b.prequential:
             out["loss.prequential"] = (np.array(list(b.prequential.values())), np.mean)
         regained = [s for values in b.savings.values() for s in values if s is not None]
@@ -71,7 +74,12 @@ class RunAnalysis:
         if curves:
             rows = np.array(list(curves.values()))
             out["circuit.recovery_score"] = (rows, circuit_rs_of_mean)
-            out["circuit.pre_exposure_jaccard"] = (rows[:, -1], np.mean)
+            out["circuit.pre_exposure_jaccard"] = (rows[:, -1], np.nanmean)
+        survival = {task: _pre_exposure(self.timeline, task, first_cycle)
+                    for task in self.timeline.tasks}
+        survival = {task: value for task, value in survival.items() if not math.isnan(value)}
+        if survival:
+            out["circuit.survival_pre_exposure"] = (np.array(list(survival.values())), np.mean)
         floors = [np.nanmean(c.noise["edges"]) for c in self.timeline.circuits.values()
                   if not np.all(np.isnan(c.noise["edges"]))]
         if floors:
@@ -116,9 +124,12 @@ class RunAnalysis:
             out[f"{name}.solved_fraction"] = _mean(solved)
             out[f"{name}.edges_mean"] = float(c.edges.present[:, c.extracted].sum(0).mean())
             out[f"{name}.noise_floor.edges"] = _nanmean(c.noise["edges"])
+            out[f"{name}.survival_pre_exposure.edges"] = _pre_exposure(t, name, first_cycle)
+            out[f"{name}.ballooned_checkpoints"] = int(t.ballooned(name).sum())
             if name in curves:
                 out[f"{name}.pre_exposure_jaccard.edges"] = float(curves[name][-1])
-                out[f"{name}.recovery_score.edges"] = metrics.circuit_recovery_score(curves[name])
+                out[f"{name}.recovery_score.edges"] = metrics.signed_circuit_recovery_score(
+                    curves[name])
             previous = t.similarity(name, "previous")["edges"]
             out[f"{name}.previous_jaccard.edges"] = _nanmean(previous)
             for kind in ("formed", "faded", "recovered"):
@@ -163,6 +174,18 @@ def compare(
         for name, (rows, statistic) in samples_a.items()
         if name in samples_b
     }
+
+
+def _pre_exposure(timeline: CircuitTimeline, task: str, first_cycle: int) -> float:
+    """Mean fraction of the task's post-exposure circuit edges still alive at the checkpoints
+    just before its re-exposures (cycles >= ``first_cycle``); nan when there are none."""
+    edges = timeline.survival(task)["edges"]
+    before = [t for t in range(len(edges) - 1)
+              if timeline.sources[t + 1] == task and timeline.cycles[t + 1] >= first_cycle
+              and timeline.sources[t] != task]
+    values = edges[before] if before else np.array([])
+    values = values[~np.isnan(values)]
+    return float(values.mean()) if values.size else math.nan
 
 
 def _format(value: Any) -> str:

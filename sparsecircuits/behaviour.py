@@ -1,8 +1,9 @@
 """The behaviour of a run: its losses through a cyclic schedule (Yang et al. 2024).
 
 From the loss matrix (``evals.jsonl``: every task and source at every block boundary) and the
-logged training loss (``metrics.jsonl``): the shift-averaged recovery curve and score, the
-prequential loss before each exposure, and savings on re-exposure. Pure functions of the run's
+logged training loss (``metrics.jsonl``): the offset-averaged recovery curve over every exposure
+and its signed score, the loss just before each re-exposure, the prequential loss, and savings
+on re-exposure where the logging resolves them. Pure functions of the run's
 files; the circuit side lives in :mod:`sparsecircuits.circuits.timeline`.
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from sparsecircuits import metrics
+from sparsecircuits.checkpoint import read_run_config
 from sparsecircuits.metrics import LossMatrix
 from sparsecircuits.rundir import RunDir
 
@@ -25,9 +27,12 @@ class BehaviourReport:
     """The behavioural metrics of a run, from ``evals.jsonl`` (and ``metrics.jsonl`` for savings).
 
     ``cycle_starts``: rows of the loss matrix where a new cycle begins (the lines to draw on the
-    per-task curves ``matrix.column(source)``). ``offsets``/``shift_curve``: Yang's
-    shift-averaged curve c(τ) (``metrics.shift_averaged_curve``); ``recovery``: its RS with a
-    bootstrap interval over sources. ``prequential``: per source, the loss before its block.
+    per-task curves ``matrix.column(source)``). ``offsets``/``shift_curve``: the recovery curve
+    c(τ) averaged over every exposure of every source (``metrics.offset_averaged_curve``: a
+    shuffled control's windows count as a cyclic run's do); ``recovery``: its signed score
+    (``metrics.signed_recovery_score``, negative when the loss keeps rising) with a two-sided
+    bootstrap interval over sources. ``pre_exposure``: per source, the absolute loss just before
+    its re-exposures. ``prequential``: per source, the loss before its block.
     ``savings``: per source, per re-exposure, the steps to regain the previous exposure's final
     training-batch loss (``metrics.savings``; None: not regained), only for sources that
     ``metrics.jsonl`` logged inside every exposure.
@@ -39,6 +44,7 @@ class BehaviourReport:
     offsets: np.ndarray
     shift_curve: np.ndarray
     recovery: tuple[float, float, float]
+    pre_exposure: dict[str, float]
     per_source_recovery: dict[str, list[tuple[int, float]]]
     prequential: dict[str, float]
     savings: dict[str, list[int | None]]
@@ -53,13 +59,18 @@ def behaviour(
     matrix = metrics.read_evals(run.evals)
     notes = []
     try:
-        offsets, curve = metrics.shift_averaged_curve(matrix, first_cycle)
-        recovery = metrics.recovery_score_ci(matrix, first_cycle, n_boot=n_boot, seed=seed)
+        offsets, curve = metrics.offset_averaged_curve(matrix, first_cycle)
+        recovery = metrics.signed_recovery_ci(matrix, first_cycle, n_boot=n_boot, seed=seed)
     except ValueError as err:
         offsets, curve, recovery = np.arange(0), np.array([]), (math.nan, math.nan, math.nan)
         notes.append(f"recovery score: {err}")
-    savings = _savings(run.metrics, matrix)
-    if not savings:
+    config = read_run_config(run.root) if run.config.exists() else None
+    coarse = config and metrics.savings_note(config.run.log_every,
+                                             config.schedule.steps_per_block)
+    savings = {} if coarse else _savings(run.metrics, matrix)
+    if coarse:
+        notes.append(coarse)
+    elif not savings:
         notes.append("savings: not evaluable (metrics.jsonl does not log every exposure)")
     return BehaviourReport(
         matrix=matrix,
@@ -68,6 +79,7 @@ def behaviour(
         offsets=offsets,
         shift_curve=curve,
         recovery=recovery,
+        pre_exposure=metrics.pre_exposure_loss(matrix, first_cycle),
         per_source_recovery=metrics.per_source_recovery(matrix, first_cycle),
         prequential=metrics.prequential_loss(matrix, first_cycle),
         savings=savings,

@@ -5,7 +5,8 @@ A checkpoint is a folder ``RunDir.checkpoint(step)`` (:mod:`sparsecircuits.rundi
 - ``model.safetensors``: dense tensors as they are; each weight-sparse tensor compactly, as
   ``<name>.indices`` (int32 flat positions of its mask) and ``<name>.values``;
 - ``state.safetensors``: what an exact resume needs (AdamW moments, sparsity masks). Only the
-  newest checkpoint keeps it;
+  :data:`RESUMABLE` newest checkpoints keep it (so a damaged newest one falls back to the one
+  before);
 - ``meta.json``: step, cycle, block, source, position, densities, churn, and the size and
   SHA-256 of every file.
 
@@ -16,26 +17,32 @@ format marker, sizes and hashes, and says which file is truncated or foreign.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import math
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import Tensor
 
-from sparsecircuits.config import Config, config_from_dict
+from sparsecircuits.config import Config, ConfigError, config_from_dict
 from sparsecircuits.model import SparseGPT
 from sparsecircuits.rundir import META_FILE, MODEL_FILE, STATE_FILE, RunDir
 
 FORMAT = "sparsecircuits-checkpoint"
 VERSION = 1
+RESUMABLE = 2
+"""How many of the newest checkpoints keep their resume state."""
 
 
 class CheckpointError(RuntimeError):
@@ -43,17 +50,64 @@ class CheckpointError(RuntimeError):
 
 
 # --------------------------------------------------------------------------------------------
+# The run folder's lock
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold the run folder's lock (``RunDir.lock``, created with the folder if need be) while
+    the block runs; refuse at once, naming the holder's pid, if another process holds it.
+
+    The lock is an ``flock``: the OS drops it when its holder exits, even on a kill, so a stale
+    lock file never blocks. The file stays; its pid is cleared on release."""
+    path = RunDir(run_dir).lock
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            raise CheckpointError(f"{run_dir}: in use by process {holder} (a train or extract "
+                                  f"writing it); wait for it to end, or stop it") from None
+        f.truncate(0)
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.truncate(0)
+
+
+# --------------------------------------------------------------------------------------------
 # Atomic files
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename, with the mode any new
+    file gets (the umask's). An OSError names ``path`` and leaves no temporary file behind."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise OSError(err.errno, err.strerror, str(path)) from err
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically (:func:`atomic_write_bytes`)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def save_tensors(tensors: dict[str, Tensor], path: Path) -> None:
+    """A safetensors file written atomically, readable as any other file of the run (the
+    library's own writer makes it 0600)."""
+    atomic_write_bytes(path, save({k: v.contiguous() for k, v in tensors.items()}))
 
 
 def json_safe(value: Any) -> Any:
@@ -76,19 +130,39 @@ def write_json(path: Path, data: Any, indent: int | None = None) -> None:
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    """Append one JSON line and flush it to disk."""
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    """Append one line of strict JSON (nan and inf as null) and flush it to disk; an OSError
+    (a full disk) names ``path``."""
+    line = json.dumps(json_safe(record), allow_nan=False) + "\n"
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, str(path)) from err
 
 
 def truncate_jsonl(path: Path, last_step: int) -> None:
-    """Keep only the records with ``step <= last_step`` (what a resumed run will not redo)."""
+    """Keep only the records with ``step <= last_step`` (what a resumed run will not redo).
+
+    A torn last line (a kill during an append: no newline, not JSON) is dropped; any other
+    unreadable line raises :class:`CheckpointError` naming the file and line."""
     if not path.exists():
         return
-    kept = [line for line in path.read_text().splitlines(keepends=True)
-            if line.strip() and json.loads(line)["step"] <= last_step]
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
+    kept = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            step = json.loads(line)["step"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            if number == len(lines) and not line.endswith("\n"):
+                continue  # torn by a kill during its append; the resumed run rewrites it
+            raise CheckpointError(f"{path}: line {number} is not a JSON record with a step; "
+                                  f"repair or delete that line, then resume again") from None
+        if step <= last_step:
+            kept.append(line)
     atomic_write_text(path, "".join(kept))
 
 
@@ -142,8 +216,8 @@ def save_checkpoint(
 ) -> Path:
     """Write a complete checkpoint for ``step`` and return its folder.
 
-    ``state`` (optimizer and sparsifier tensors) is kept only in the newest checkpoint; older
-    checkpoints lose theirs once this one is in place."""
+    ``state`` (optimizer and sparsifier tensors) is kept only in the :data:`RESUMABLE` newest
+    checkpoints; older ones lose theirs once this one is in place."""
     weights = {k: v.detach().cpu() for k, v in weights.items()}  # a GPU run saves CPU tensors
     masks = {k: v.cpu() for k, v in masks.items()}
     run = RunDir(run_dir)
@@ -151,10 +225,9 @@ def save_checkpoint(
     final, partial = run.checkpoint(step), run.partial_checkpoint(step)
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()
-    save_file(compact(weights, masks), str(partial / MODEL_FILE))
+    save_tensors(compact(weights, masks), partial / MODEL_FILE)
     if state is not None:
-        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()},
-                  str(partial / STATE_FILE))
+        save_tensors({k: v.detach().cpu() for k, v in state.items()}, partial / STATE_FILE)
     files = {
         p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
         for p in sorted(partial.iterdir())
@@ -172,9 +245,8 @@ def save_checkpoint(
     shutil.rmtree(final, ignore_errors=True)
     os.replace(partial, final)
     if state is not None:
-        for older in list_checkpoints(run_dir):
-            if older != final:
-                (older / STATE_FILE).unlink(missing_ok=True)
+        for older in list_checkpoints(run_dir)[:-RESUMABLE]:
+            (older / STATE_FILE).unlink(missing_ok=True)
     return final
 
 
@@ -218,25 +290,28 @@ def read_meta(ckpt: Path) -> dict[str, Any]:
     return meta
 
 
-def _load(path: Path) -> dict[str, Tensor]:
+def load_tensors(path: Path) -> dict[str, Tensor]:
+    """The tensors of a safetensors file; a file that cannot be read is a CheckpointError."""
     try:
         return load_file(str(path))
     except (SafetensorError, OSError) as err:
-        raise CheckpointError(f"{path}: cannot read tensors ({err})") from None
+        raise CheckpointError(f"{path}: not a readable safetensors file ({err}); restore it "
+                              f"or delete it") from None
 
 
 def load_weights(ckpt: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """Dense weights and meta of a checkpoint."""
     meta = read_meta(ckpt)
-    return expand(_load(Path(ckpt) / MODEL_FILE), meta["shapes"]), meta
+    return expand(load_tensors(Path(ckpt) / MODEL_FILE), meta["shapes"]), meta
 
 
 def load_state(ckpt: Path) -> dict[str, Tensor]:
-    """The resume state (optimizer and masks) of a checkpoint; only the newest has one."""
+    """The resume state (optimizer and masks) of a checkpoint; only the newest have one."""
     path = Path(ckpt) / STATE_FILE
     if not path.exists():
-        raise CheckpointError(f"{path}: missing; only the newest checkpoint can be resumed from")
-    return _load(path)
+        raise CheckpointError(f"{path}: missing; only the {RESUMABLE} newest checkpoints can be "
+                              f"resumed from")
+    return load_tensors(path)
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -268,13 +343,27 @@ def restore_optimizer(
                                                      copy=True)
 
 
-def read_run_config(run_dir: Path) -> Config:
-    """The resolved config a run saved in its ``config.json``."""
+def read_saved_config(run_dir: Path) -> dict[str, Any]:
+    """The plain dict a run saved in its ``config.json``; a missing or damaged file is a
+    :class:`CheckpointError` naming it."""
     path = RunDir(run_dir).config
     try:
-        return config_from_dict(json.loads(path.read_text()))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CheckpointError(f"{path}: missing; is {run_dir} a run folder?") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path}: not valid JSON ({err}); restore it") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: not a run config (a {type(data).__name__}); restore it")
+    return data
+
+
+def read_run_config(run_dir: Path) -> Config:
+    """The resolved config a run saved in its ``config.json``."""
+    try:
+        return config_from_dict(read_saved_config(run_dir))
+    except ConfigError as err:
+        raise CheckpointError(f"{RunDir(run_dir).config}: {err}; restore it") from None
 
 
 def load_model(ckpt_dir: str | Path) -> tuple[SparseGPT, dict[str, Any]]:

@@ -4,6 +4,7 @@
     sparsecircuits extract RUN_DIR [--tasks T ...] [--seeds N] [--threads N]
     sparsecircuits timeline RUN_DIR [--control RUN_DIR]
     sparsecircuits export RUN_DIR [--weight-graphml]
+    sparsecircuits figures RUN_DIR [--control RUN_DIR] [--format pdf,svg,png] [--out DIR]
     sparsecircuits view RUN_DIR [--html OUT.html] [--task T ...]
     sparsecircuits demo [--out DIR]
 """
@@ -11,8 +12,10 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 import time
+import traceback
 from pathlib import Path
 
 from sparsecircuits.checkpoint import CheckpointError
@@ -58,6 +61,19 @@ def _export(args: argparse.Namespace) -> None:
     print(f"wrote {folder}")
 
 
+def _figures(args: argparse.Namespace) -> None:
+    from sparsecircuits.figures import write_figures
+    from sparsecircuits.run import open_run
+
+    run = open_run(args.run_dir)
+    control = open_run(args.control) if args.control else None
+    out = Path(args.out) if args.out else run.dir.figures
+    try:
+        written = write_figures(run, out, control=control, formats=args.format)
+    except ValueError as err:
+        print(f"sparsecircuits: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(f"wrote {len(written) - 1} figure files and {written[-1]}")
 def _view(args: argparse.Namespace) -> None:
     from sparsecircuits import open_run
     from sparsecircuits.viewer import export_html
@@ -114,6 +130,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also write each checkpoint's whole weight graph as GraphML (slow)")
     export.set_defaults(func=_export)
 
+    figures = commands.add_parser("figures", help="the run's figures for a paper (PDF/SVG/PNG)")
+    figures.add_argument("run_dir", metavar="RUN")
+    figures.add_argument("--control", metavar="RUN",
+                         help="a run that differs only in schedule (shuffled), drawn beside it")
+    figures.add_argument("--format", default="pdf,svg,png", metavar="pdf,svg,png",
+                         help="comma-separated formats among pdf, svg, png (default: all)")
+    figures.add_argument("--out", metavar="DIR",
+                         help="folder for the figures (default: RUN/figures)")
+    figures.set_defaults(func=_figures)
     view = commands.add_parser("view", help="the circuit viewer as one self-contained HTML page")
     view.add_argument("run_dir")
     view.add_argument("--html", help="where to write the page (default: in RUN_DIR/viewer/)")
@@ -126,13 +151,55 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_OS_ADVICE = {
+    errno.ENOSPC: "no space left on the device; free some space, then run the command again "
+                  "(train: with --resume)",
+    errno.EDQUOT: "disk quota exceeded; free some space, then run the command again "
+                  "(train: with --resume)",
+    errno.EACCES: "permission denied; make it accessible to you or choose another path",
+    errno.EPERM: "operation not permitted; make it accessible to you or choose another path",
+    errno.EROFS: "on a read-only file system; choose another path",
+    errno.EEXIST: "is a file where a folder is needed; choose another path",
+    errno.ENOTDIR: "a file stands where a folder is needed; choose another path",
+    errno.ENOENT: "does not exist; check the path",
+}
+
+
+def user_error(err: Exception) -> str | None:
+    """The one-line message for a failure the user can cause or meet (a bad config, a damaged
+    or busy run folder, a full disk, ...), starting with the field or file; None for a bug."""
+    from sparsecircuits.train import TrainingError
+
+    if isinstance(err, ConfigError | CheckpointError | TrainingError):
+        return str(err)
+    if isinstance(err, OSError):
+        what = _OS_ADVICE.get(err.errno, err.strerror or str(err))
+        return f"{err.filename}: {what}" if err.filename else what
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``sparsecircuits`` command."""
-    args = build_parser().parse_args(argv)
+    """Entry point of the ``sparsecircuits`` command. A failure the user can cause or meet ends
+    in one line ``sparsecircuits: error: <field or file>: <what to do>`` and exit status 2; any
+    other exception is a bug, reported with its traceback (exit status 1). ``--debug``
+    anywhere on the line shows the traceback of every failure."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
+    args = build_parser().parse_args([arg for arg in argv if arg != "--debug"])
     try:
         args.func(args)
-    except (ConfigError, CheckpointError) as err:
-        print(f"sparsecircuits: error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("sparsecircuits: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+    except Exception as err:
+        message = user_error(err)
+        if debug or message is None:
+            traceback.print_exc()
+        if message is None:
+            print("sparsecircuits: error: this is a bug; please report it with the traceback "
+                  "above", file=sys.stderr)
+            raise SystemExit(1) from None
+        print(f"sparsecircuits: error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

@@ -7,11 +7,31 @@ always a block, and the *exposure rows* of a source are the rows whose block tra
 Recovery scores follow Yang et al. (2024): RS = (max − pre) / (max − post), where *post* is the
 loss right after an exposure, *max* the peak before the next exposure and *pre* the loss just
 before it. RS = 0: nothing of the forgetting recovered before re-exposure; RS = 1: all of it.
+
+Two estimators live here. The first (``shift_averaged_curve``, ``recovery_score``,
+``recovery_score_ci``) is the one the timeline reports today: it keeps only the exposure windows
+that no re-exposure cuts (under a shuffled schedule about half of them, those with long gaps)
+and takes the max of the curve as the peak, so RS ≥ 0 always and noise alone reads as a small
+positive score with an interval bounded by 0. The second is what a claim should use:
+
+- ``exposure_windows`` / ``offset_averaged_curve``: every exposure opens a window that runs to
+  the next exposure of the same source (or the end of the run); c(τ) averages, at each offset
+  τ, the windows that reach τ without a re-exposure (a life-table, or Kaplan-Meier, estimate of
+  the forgetting curve: no window is thrown away, none is counted past its re-exposure).
+- ``signed_recovery_score``: RS with the numerator's peak at a fixed offset chosen in advance
+  (the middle of the window unless told), so it goes negative when the loss keeps rising, and
+  its numerator has expectation ≤ 0 when nothing anticipates the re-exposure.
+  ``signed_recovery_ci`` gives it a two-sided bootstrap interval over sources.
+- ``signed_circuit_recovery_score``: the same on 1 − Jaccard to the post-exposure circuit.
+- ``pre_exposure_loss``: the absolute loss just before each re-exposure.
+- ``savings_note``: whether ``metrics.jsonl``'s logging resolves savings at all.
+- ``seed_interval``: a Student-t interval of one metric over training seeds.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,6 +191,8 @@ def shift_averaged_curve(matrix: LossMatrix, first_cycle: int = 1) -> tuple[np.n
     c(τ) = mean over sources j of c_j(τ), where c_j(τ) is the mean over j's complete windows
     L[a+τ, j] − L[a, j] (``source_shift_curves``): sources weigh equally however many windows
     they kept. Each window is aligned to its own exposure row, so shuffled schedules work too.
+    Only complete windows count, a biased subset under a shuffled schedule: prefer
+    ``offset_averaged_curve``.
     """
     curves = source_shift_curves(matrix, first_cycle)
     if not curves:
@@ -184,6 +206,8 @@ def recovery_score(curve: np.ndarray | Sequence[float]) -> float:
 
     post = curve[0], pre = curve[−1], max = max(curve); nan when max == post (nothing forgotten).
     0 for monotone forgetting; above 1 when the loss ends below its post-exposure value.
+    Never below 0 (max ≥ pre), so noise alone scores above 0: prefer
+    ``signed_recovery_score``.
     """
     values = np.asarray(curve, dtype=float)
     post, pre, peak = values[0], values[-1], values.max()
@@ -260,6 +284,260 @@ def savings(
         hits = steps[reached]
         result.append(int(hits[0] - start + 1) if hits.size else None)
     return result
+
+
+# --- every exposure, signed scores ----------------------------------------------------------
+
+
+class ExposureWindow(NamedTuple):
+    """One exposure of ``source`` at loss-matrix row ``row`` and what followed it.
+
+    ``curve[τ] = L[row+τ, source] − L[row, source]`` for τ = 0 .. up to K−1, stopped before
+    the next exposure of the same source (``gap`` rows later; None: none follows) and at the last
+    row of the matrix."""
+
+    source: str
+    row: int
+    cycle: int
+    gap: int | None
+    curve: np.ndarray
+
+
+def _width(matrix: LossMatrix, first_cycle: int) -> tuple[int, list[str]]:
+    """K, the distinct evaluated sources trained in cycles ≥ ``first_cycle``, and those sources
+    in order of first training."""
+    trained = [t for t, c in zip(matrix.trained, matrix.cycles, strict=True)
+               if c >= first_cycle and t in matrix.sources]
+    sources = list(dict.fromkeys(trained))
+    return len(sources), sources
+
+
+def exposure_windows(matrix: LossMatrix, first_cycle: int = 1) -> list[ExposureWindow]:
+    """A window for every exposure in cycles ≥ ``first_cycle`` (sources without evaluations,
+    such as "mixed" blocks, are skipped), in row order per source.
+
+    Unlike ``_windows``, a window cut by a re-exposure or by the end of the run is kept, up to
+    the cut: under a shuffled schedule that keeps every exposure instead of the half whose next
+    exposure happens to be at least K rows away."""
+    width, sources = _width(matrix, first_cycle)
+    windows = []
+    for source in sources:
+        column = matrix.column(source)
+        rows = exposures(matrix, source)
+        for a, next_a in zip(rows, [*rows[1:], None], strict=True):
+            if matrix.cycles[a] < first_cycle:
+                continue
+            end = min(a + width, len(column) if next_a is None else next_a)
+            gap = None if next_a is None else next_a - a
+            windows.append(ExposureWindow(source, a, int(matrix.cycles[a]), gap,
+                                          column[a:end] - column[a]))
+    return windows
+
+
+def source_offset_curves(
+    matrix: LossMatrix, first_cycle: int = 1
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per source, ``(c_j, n_j)``: at every offset τ = 0..K−1, the mean of ``curve[τ]`` over
+    the source's ``exposure_windows`` that reach τ, and how many do (c_j is nan where none does).
+
+    At τ the average runs over the windows with no re-exposure in the first τ rows: each window
+    counts at every offset it was observed at, none past its re-exposure. In a round-robin run
+    every window but those the run's end cuts reaches K−1, and c_j equals
+    ``source_shift_curves``' curve, up to those cut windows. Missing evaluations (nan) are
+    skipped at their offset."""
+    width, _ = _width(matrix, first_cycle)
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, np.ndarray] = {}
+    for window in exposure_windows(matrix, first_cycle):
+        seen = ~np.isnan(window.curve)
+        total = sums.setdefault(window.source, np.zeros(width))
+        count = counts.setdefault(window.source, np.zeros(width, dtype=int))
+        total[: len(seen)][seen] += window.curve[seen]
+        count[: len(seen)] += seen
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {source: (np.where(counts[source] > 0, sums[source] / counts[source], np.nan),
+                         counts[source]) for source in sums}
+
+
+def offset_averaged_curve(
+    matrix: LossMatrix, first_cycle: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(offsets τ = 0..K−1, c(τ))``: the mean over sources of ``source_offset_curves`` (every
+    source weighs equally, at each offset over the sources observed there).
+
+    The every-exposure counterpart of ``shift_averaged_curve``; a shuffled control's c(τ) is
+    the forgetting curve without anticipation, measured on all of its exposures."""
+    curves = source_offset_curves(matrix, first_cycle)
+    if not curves:
+        raise ValueError(f"no exposure window in cycles >= {first_cycle}")
+    return np.arange(len(next(iter(curves.values()))[0])), nanmean_rows(
+        np.array([curve for curve, _ in curves.values()]))
+
+
+def nanmean_rows(rows: np.ndarray) -> np.ndarray:
+    """Column means ignoring nan; nan where a column has no value (without a warning)."""
+    rows = np.asarray(rows, dtype=float)
+    seen = ~np.isnan(rows)
+    count = seen.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, np.where(seen, rows, 0.0).sum(axis=0) / count, np.nan)
+
+
+def signed_recovery_score(curve: np.ndarray | Sequence[float], peak: int | None = None) -> float:
+    """RS = (c[peak] − c[−1]) / (max c − c[0]): Yang et al.'s score with the peak's *value* taken
+    at a fixed offset, by default the middle of the window, ``len(curve) // 2`` (their curves
+    stop rising about halfway); the denominator is theirs, the whole forgetting seen.
+
+    Positive when the loss falls from the peak offset to just before re-exposure (1: back to the
+    post-exposure loss), 0 when it stays level, negative when it keeps rising (down to −1 when
+    the loss rises monotonically from post to pre). For a curve whose maximum sits at ``peak``
+    it equals ``recovery_score``. Fixing the numerator's offset in advance is what makes the
+    score honest: with no anticipation the expected curve does not fall after the peak offset,
+    so the numerator's expectation is ≤ 0 and noise spreads the score around 0 or below; the
+    max-based numerator max − pre is ≥ 0 by construction. Pick ``peak`` before looking (from the
+    design or a pilot run): a peak later than the true one understates recovery, an earlier one
+    mixes forgetting into it. (A denominator taken at the peak offset, c[peak] − c[0], explodes
+    when little is forgotten by then: −37 on a real run whose curve first dipped below c[0].)
+    nan when the window has no interior offset (K < 3), when c[0], c[peak] or c[−1] is nan, or
+    when max c ≤ c[0] (nothing forgotten).
+    """
+    values = np.asarray(curve, dtype=float)
+    peak = len(values) // 2 if peak is None else peak
+    if not 0 < peak < len(values) - 1:
+        return float("nan")
+    post, top, pre = values[0], values[peak], values[-1]
+    if np.isnan([post, top, pre]).any():
+        return float("nan")
+    highest = float(np.nanmax(values))
+    if not highest > post:
+        return float("nan")
+    return float((top - pre) / (highest - post))
+
+
+def averaged_signed_recovery_score(curves: np.ndarray, peak: int | None = None) -> float:
+    """``signed_recovery_score`` of the mean of per-source curves (rows, nan skipped per offset):
+    the statistic ``signed_recovery_ci`` resamples."""
+    return signed_recovery_score(nanmean_rows(curves), peak)
+
+
+def signed_recovery_ci(
+    matrix: LossMatrix,
+    first_cycle: int = 1,
+    peak: int | None = None,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """``(RS, low, high)``: ``signed_recovery_score`` of ``offset_averaged_curve`` with a
+    two-sided percentile bootstrap interval at level 1 − alpha over sources (each replicate
+    resamples the per-source curves of ``source_offset_curves``). Either bound may be negative.
+
+    Over sources, so it says how much the score depends on which tasks were trained, not how it
+    varies between training seeds: for that, compute the score per seed and use
+    ``seed_interval``. Compare against a shuffled control (``compare_runs`` with
+    ``averaged_signed_recovery_score``), never against 0 alone."""
+    curves = np.array([c for c, _ in source_offset_curves(matrix, first_cycle).values()])
+    if not len(curves):
+        raise ValueError(f"no exposure window in cycles >= {first_cycle}")
+
+    def statistic(rows: np.ndarray) -> float:
+        return averaged_signed_recovery_score(rows, peak)
+
+    return bootstrap_ci(curves, statistic=statistic, n_boot=n_boot, alpha=alpha, seed=seed)
+
+
+def pre_exposure_loss(matrix: LossMatrix, first_cycle: int = 1) -> dict[str, float]:
+    """Per source j, the mean absolute loss L[a−1, j] just before each *re*-exposure a of j in
+    cycles ≥ ``first_cycle`` (a previous exposure of j exists); sources never re-exposed there
+    are left out, nan evaluations skipped.
+
+    The level that the recovery score's "pre" is relative to: a score can be high while the loss
+    before re-exposure stays far above where it was after the last exposure, and two arms can
+    have equal scores at different levels. It equals ``prequential_loss`` when every exposure it
+    counts is a re-exposure (``first_cycle`` ≥ 1 after a first cycle of every source);
+    ``prequential_loss`` also counts first exposures."""
+    result = {}
+    for source in _width(matrix, 0)[1]:
+        rows = exposures(matrix, source)
+        before = [a - 1 for a in rows[1:] if matrix.cycles[a] >= first_cycle]
+        values = matrix.column(source)[before]
+        values = values[~np.isnan(values)]
+        if len(values):
+            result[source] = float(values.mean())
+    return result
+
+
+def savings_note(log_every: int, steps_per_block: int, min_points: int = 4) -> str | None:
+    """None when logging every ``log_every`` steps resolves ``savings`` in blocks of
+    ``steps_per_block`` steps; else a note to print instead of the numbers.
+
+    ``savings`` compares a re-exposure's logged losses with the last logged loss of the previous
+    exposure. With fewer than ``min_points`` logged steps per block, that "last" loss is up to
+    ``log_every − 1`` steps before the block's end, often early in it, and the first logged step
+    of the re-exposure usually beats it: the result is 1 (or 0) by construction, not a
+    measurement. Resolution is ``log_every`` steps at best."""
+    if log_every < 1 or steps_per_block < 1:
+        raise ValueError("log_every and steps_per_block must be positive")
+    points = steps_per_block // log_every
+    if points >= min_points:
+        return None
+    needed = max(1, steps_per_block // min_points)
+    return (f"savings: not resolved: metrics.jsonl logs every {log_every} steps, {points} "
+            f"per {steps_per_block}-step block (needs >= {min_points}; run.log_every <= "
+            f"{needed})")
+
+
+def _t_two_sided(t: float, df: int) -> float:
+    """P(|T| ≤ t) for Student's t with integer ``df`` (Abramowitz & Stegun 26.7.3-4)."""
+    theta = math.atan(t / math.sqrt(df))
+    c2, term, total = math.cos(theta) ** 2, 1.0, 1.0
+    if df % 2:
+        if df == 1:
+            return 2 * theta / math.pi
+        for k in range(1, (df - 3) // 2 + 1):
+            term *= c2 * (2 * k) / (2 * k + 1)
+            total += term
+        return 2 / math.pi * (theta + math.sin(theta) * math.cos(theta) * total)
+    for k in range(1, (df - 2) // 2 + 1):
+        term *= c2 * (2 * k - 1) / (2 * k)
+        total += term
+    return math.sin(theta) * total
+
+
+def t_quantile(p: float, df: int) -> float:
+    """The ``p`` quantile (0.5 < p < 1) of Student's t with integer ``df`` ≥ 1, by bisection on
+    the exact distribution function (no scipy here)."""
+    if not 0.5 < p < 1 or df < 1:
+        raise ValueError(f"t_quantile needs 0.5 < p < 1 and df >= 1, got p={p}, df={df}")
+    target, low, high = 2 * p - 1, 0.0, 1.0
+    while _t_two_sided(high, df) < target:
+        high *= 2
+    for _ in range(200):
+        mid = (low + high) / 2
+        low, high = (mid, high) if _t_two_sided(mid, df) < target else (low, mid)
+    return (low + high) / 2
+
+
+def seed_interval(
+    values: np.ndarray | Sequence[float], alpha: float = 0.05
+) -> tuple[float, float, float]:
+    """``(mean, low, high)`` of one metric over training seeds of one arm: the Student-t
+    interval mean ± t(1 − alpha/2, n − 1) · sd / sqrt(n), at level 1 − alpha.
+
+    Seeds are the unit a claim generalises over, and there are few of them (3-10): a percentile
+    bootstrap over 3 values can only return their range, while the t interval is exact for
+    normal values and conservative enough for near-normal ones. nan values (a seed whose score
+    is undefined) are dropped; with fewer than 2 seeds left, low = high = nan."""
+    array = np.asarray(values, dtype=float)
+    array = array[~np.isnan(array)]
+    if not len(array):
+        return float("nan"), float("nan"), float("nan")
+    mean = float(array.mean())
+    if len(array) < 2:
+        return mean, float("nan"), float("nan")
+    half = t_quantile(1 - alpha / 2, len(array) - 1) * float(array.std(ddof=1)) / math.sqrt(
+        len(array))
+    return mean, mean - half, mean + half
 
 
 # --- bootstrap ---------------------------------------------------------------------------------
@@ -414,3 +692,12 @@ def circuit_recovery_score(jaccard_curve: np.ndarray | Sequence[float]) -> float
     the share of the lost overlap regained before re-exposure; nan when J never falls.
     """
     return recovery_score(1.0 - np.asarray(jaccard_curve, dtype=float))
+
+
+def signed_circuit_recovery_score(
+    jaccard_curve: np.ndarray | Sequence[float], peak: int | None = None
+) -> float:
+    """``signed_recovery_score`` of 1 − J, J the Jaccard to the post-exposure circuit from one
+    exposure to just before the next: (J[−1] − J[peak]) / (J[0] − min J), negative when the
+    circuit keeps losing overlap after the peak offset; nan when J never falls."""
+    return signed_recovery_score(1.0 - np.asarray(jaccard_curve, dtype=float), peak)

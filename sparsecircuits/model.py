@@ -258,7 +258,10 @@ class SparseGPT(HookedModule):
             raise ValueError(f"{tokens.shape[-1]} tokens exceed the context of {self.cfg.n_ctx}")
         first, resume = 0, None
         if start is None:
-            x = self.hook_embed(self.W_E[tokens])
+            # F.embedding, not W_E[tokens]: indexing's backward is index_put_ with
+            # accumulate, which on a multi-threaded CPU adds rows with atomics in whatever
+            # order the threads run; embedding's backward sums each row in token order.
+            x = self.hook_embed(F.embedding(tokens, self.W_E))
             x = x + self.hook_pos_embed(self.W_pos[: tokens.shape[-1]].expand_as(x))
         else:
             name, x = start
@@ -272,7 +275,7 @@ class SparseGPT(HookedModule):
             x = x[:, -1:]
         logits = self.unembed(self.ln_final(x))
         if self.bigram is not None:
-            logits = logits + self.bigram[tokens[:, -1:] if last_only else tokens]
+            logits = logits + F.embedding(tokens[:, -1:] if last_only else tokens, self.bigram)
         return logits
 
     def residual_starts(self) -> dict[str, tuple[int, str | None]]:

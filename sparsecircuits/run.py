@@ -32,6 +32,7 @@ import numpy as np
 from sparsecircuits.analysis import RunAnalysis
 from sparsecircuits.behaviour import BehaviourReport, behaviour
 from sparsecircuits.checkpoint import CheckpointError, load_model, read_meta, read_run_config
+from sparsecircuits.circuits.ablate import ablate, evaluate
 from sparsecircuits.circuits.circuit import Circuit, read_circuit
 from sparsecircuits.circuits.graph import weight_graph
 from sparsecircuits.circuits.timeline import CircuitTimeline
@@ -221,6 +222,26 @@ class Run:
     def timeline(self) -> CircuitTimeline:
         """The weight graph and every task's circuit through the checkpoints."""
         return self._timeline
+
+    def survival(self, task: str) -> dict[str, np.ndarray]:
+        """Per checkpoint, how much of ``task``'s post-exposure circuit (the circuit at the end
+        of its latest exposure) survives: ``edges`` and ``mass`` from
+        :meth:`CircuitTimeline.survival`, and ``loss``, the task's loss of the model at this
+        checkpoint with everything but that frozen circuit ablated as it was extracted (nan
+        where there is no usable post-exposure circuit). A graded fade, defined at every
+        checkpoint whether the task is solved there or not."""
+        timeline = self.timeline()
+        out = timeline.survival(task)
+        post = timeline.reference(task, "post")
+        out["loss"] = np.full(len(post), np.nan)
+        for t, r in enumerate(post):
+            if np.isnan(out["edges"][t]):
+                continue
+            frozen = self.circuit(task, int(timeline.steps[r]))
+            model = self.model(int(timeline.steps[t]))
+            with ablate(model, keep=frozen):
+                out["loss"][t] = evaluate(model, task)[0]
+        return out
 
     def behaviour(self, first_cycle: int = 1) -> BehaviourReport:
         """The loss-side metrics of the run (recovery, prequential loss, savings)."""

@@ -4,13 +4,14 @@ Nothing else in the package spells a path inside a run: the trainer, the checkpo
 extractor, the timeline, the viewer and the figures ask a :class:`RunDir` for it. The tree
 (README's "A run folder" is checked against :data:`TREE` by a test)::
 
+    .lock                                held (flock) by the process writing the run: its pid
     config.json                          the resolved config (JSON)
     metrics.jsonl                        one JSON line per logged training step
     evals.jsonl                          one JSON line per block boundary: every task and
                                          source's loss there (the loss matrix)
     checkpoints/<step>/                  one folder per checkpoint (sparsecircuits.checkpoint):
       model.safetensors                  weights, weight-sparse tensors compact
-      state.safetensors                  optimizer and masks, for resume (newest only)
+      state.safetensors                  optimizer and masks, for resume (2 newest only)
       meta.json                          step, cycle, block, source, position, churn, checksums
     circuits/<step>/                     per checkpoint (sparsecircuits.circuits.circuit):
       <task>.json                        the task's circuit: its nodes, importances, losses
@@ -32,6 +33,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+LOCK = ".lock"
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 EVALS = "evals.jsonl"
@@ -49,8 +51,8 @@ STEP_NAME = re.compile(r"\d{8}")
 CIRCUIT_FILE = re.compile(r"(?P<task>[a-z0-9_:]+?)(?:\.seed(?P<seed>[1-9]\d*))?\.json")
 """A circuit file's name: ``<task>.json`` (seed 0) or ``<task>.seed<k>.json``."""
 
-TREE = (CONFIG, METRICS, EVALS, f"{CHECKPOINTS}/<step>/", MODEL_FILE, STATE_FILE, META_FILE,
-        f"{CIRCUITS}/<step>/", "<task>.json", "<task>.seed<k>.json",
+TREE = (LOCK, CONFIG, METRICS, EVALS, f"{CHECKPOINTS}/<step>/", MODEL_FILE, STATE_FILE,
+        META_FILE, f"{CIRCUITS}/<step>/", "<task>.json", "<task>.seed<k>.json",
         "<task>[.seed<k>].mask.safetensors", f"{ANALYSIS}/{SUMMARY_FILE}", f"{EXPORTS}/",
         f"{VIEWER}/", f"{FIGURES}/")
 """Every entry of the tree above, as README's "A run folder" must name it."""
@@ -75,6 +77,11 @@ class RunDir:
 
     def __init__(self, root: str | Path) -> None:
         object.__setattr__(self, "root", Path(root))
+
+    @property
+    def lock(self) -> Path:
+        """The file `train` and `extract` lock while they write (``checkpoint.run_lock``)."""
+        return self.root / LOCK
 
     @property
     def config(self) -> Path:

@@ -6,24 +6,24 @@ sources (source ``"mixed"``: the trainer splits each batch among them). Randomne
 from string-seeded ``random.Random`` instances, so the same spec gives the same schedule in
 every process.
 
-    >>> schedule = build_schedule(ScheduleSpec(sources=("a", "b"), steps_per_block=2, cycles=2))
+    >>> schedule = build_schedule(ScheduleConfig(sources=["a", "b"], steps_per_block=2, cycles=2))
     >>> [schedule(step).source for step in range(schedule.total_steps)]
     ['a', 'a', 'b', 'b', 'a', 'a', 'b', 'b']
 """
 
 from __future__ import annotations
 
-import dataclasses
 import random
+import typing
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NoReturn
 
-from sparsecircuits.config import ScheduleConfig
+from sparsecircuits.config import ConfigError, ScheduleConfig, ScheduleKind
 
-KINDS: tuple[str, ...] = ("round_robin", "shuffled", "iid", "interleave", "reverse", "ping_pong")
+KINDS: tuple[str, ...] = typing.get_args(ScheduleKind)
 MIXED = "mixed"  # the source of a block that holds several sources (warm-up, iid, interleave)
 
 
@@ -51,27 +51,13 @@ class Block:
     stop: int  # one past the last step
 
 
-@dataclass(frozen=True)
-class ScheduleSpec:
-    """Plain description of a schedule; see the module docstring and ``build_schedule``."""
-
-    kind: str = "round_robin"  # one of KINDS
-    sources: tuple[str, ...] = ()
-    steps_per_block: int = 50  # M
-    cycles: int = 4  # E
-    granularity: int = 1  # interleave only: switch source every g steps (M % g == 0)
-    warmup_steps: int = 0  # steps training a mixture of all sources before the cycles
-    skip: tuple[tuple[str, int], ...] = ()  # (source, cycle): omit that block in that cycle
-    seed: int = 0
-
-
 class Schedule:
     """A built schedule: call it with a step to get its ``Slot``; iterate it for every slot.
 
     Lookup bisects the block table, so it costs O(log blocks) whatever the number of steps.
     """
 
-    def __init__(self, spec: ScheduleSpec) -> None:
+    def __init__(self, spec: ScheduleConfig) -> None:
         _validate(spec)
         self.spec = spec
         m = spec.steps_per_block
@@ -131,19 +117,19 @@ class Schedule:
         return block.source
 
 
-def build_schedule(spec: ScheduleSpec) -> Schedule:
-    """Check ``spec`` and build its schedule; a bad field raises ``ValueError`` naming it."""
+def build_schedule(spec: ScheduleConfig) -> Schedule:
+    """Check ``spec`` and build its schedule; a bad field raises ``ConfigError`` naming it."""
     return Schedule(spec)
 
 
-def _one_source_per_block(spec: ScheduleSpec) -> bool:
+def _one_source_per_block(spec: ScheduleConfig) -> bool:
     """Whether each block trains one source (interleave does when it switches every M steps)."""
     if spec.kind == "iid":
         return False
     return spec.kind != "interleave" or spec.granularity == spec.steps_per_block
 
 
-def _cycle_order(spec: ScheduleSpec, cycle: int) -> tuple[str, ...]:
+def _cycle_order(spec: ScheduleConfig, cycle: int) -> tuple[str, ...]:
     """The sources of one cycle in block order.
 
     Skipped sources are removed after ordering, so a skip leaves the others' order unchanged.
@@ -163,9 +149,9 @@ def _draw(seed: int, step: int, pool: tuple[str, ...]) -> str:
     return pool[random.Random(f"{seed}:step:{step}").randrange(len(pool))]
 
 
-def _validate(spec: ScheduleSpec) -> None:
+def _validate(spec: ScheduleConfig) -> None:
     def fail(field: str, problem: str) -> NoReturn:
-        raise ValueError(f"schedule.{field}: {problem}")
+        raise ConfigError(f"schedule.{field}: {problem}")
 
     if spec.kind not in KINDS:
         fail("kind", f"unknown kind {spec.kind!r}; expected one of {', '.join(KINDS)}")
@@ -198,18 +184,10 @@ def _validate(spec: ScheduleSpec) -> None:
             fail("skip", f"{entry!r} names an unknown source {source!r}")
         if not 0 <= cycle < spec.cycles:
             fail("skip", f"{entry!r} names cycle {cycle}, outside [0, {spec.cycles})")
-    repeated = sorted(entry for entry, n in Counter(spec.skip).items() if n > 1)
+    repeated = sorted(entry for entry, n in Counter(tuple(e) for e in spec.skip).items() if n > 1)
     if repeated:
         fail("skip", f"{repeated} listed more than once")
     per_cycle = Counter(cycle for _, cycle in spec.skip)
     emptied = sorted(cycle for cycle, n in per_cycle.items() if n == len(spec.sources))
     if emptied:
         fail("skip", f"would leave cycles {emptied} with no blocks")
-
-
-def schedule_from_config(cfg: ScheduleConfig) -> Schedule:
-    """Build the schedule a run config's ``schedule`` section describes."""
-    fields = dataclasses.asdict(cfg)
-    fields["sources"] = tuple(cfg.sources)
-    fields["skip"] = tuple(tuple(entry) for entry in cfg.skip)
-    return build_schedule(ScheduleSpec(**fields))

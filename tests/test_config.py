@@ -73,3 +73,30 @@ def test_bad_files_are_named(tmp_path):
     other.write_text('preset = "huge"\n')
     with pytest.raises(ConfigError, match=r"preset: unknown preset 'huge'"):
         load_config(str(other))
+
+
+def test_gao2025_preset_follows_the_recipe():
+    from sparsecircuits.config import ACT_SPARSITY_SITES
+    from sparsecircuits.model import SparseGPT
+    from sparsecircuits.schedules import schedule_from_config
+    from sparsecircuits.sparsity import Sparsifier
+
+    config = load_config("gao2025")
+    o, s, m = config.optimizer, config.sparsity, config.model
+    assert (o.lr, o.beta1, o.beta2, o.eps, o.weight_decay) == (1.28e-2, 0.9, 0.95, 0.1, 0.1)
+    assert (o.warmup, o.decay, o.sharkfin, o.normalize_grad) == (0.01, "linear", True, True)
+    assert (s.anneal_start, s.anneal_end, s.anneal_shape, s.min_per_neuron) == (
+        0.01, 0.5, "linear", 4)
+    assert m.act_sparsity == 0.25 and sorted(m.act_sparsity_sites) == sorted(ACT_SPARSITY_SITES)
+    assert m.bigram and not m.attn_sink and m.d_head == 16
+    # Every sparse tensor, embeddings and biases included, ends at one density fraction.
+    total = schedule_from_config(config.schedule).total_steps
+    sparsifier = Sparsifier(SparseGPT(m), s, total)
+    assert set(sparsifier.targets.values()) == {1 / 16}
+    # The budget holds the floor of 4 per row and per column of every matrix.
+    for name, param in sparsifier.params.items():
+        if param.dim() == 2 and name not in ("W_E", "W_pos", "unembed.W"):
+            rows, cols = param.shape
+            assert s.min_per_neuron * max(rows, cols) <= sparsifier.budget(name, total - 1), name
+    # The anneal is over when the cycles begin: the warm-up covers the first half.
+    assert s.anneal_end * total <= config.schedule.warmup_steps

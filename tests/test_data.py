@@ -1,5 +1,6 @@
 """Tokenizer and corpus: round trips, the train/held-out split, windows inside documents."""
 
+import random
 from pathlib import Path
 
 import numpy as np
@@ -7,12 +8,15 @@ import pytest
 import torch
 
 from sparsecircuits.data.corpus import (
+    NEAR_DUPLICATE,
     Corpus,
     Document,
     document_windows,
     lm_windows,
     load_corpus,
+    near_duplicate_pairs,
     pick_documents,
+    shingle_jaccard,
 )
 from sparsecircuits.data.tokenizer import TOKENIZER, CharTokenizer
 
@@ -178,3 +182,65 @@ def test_pick_documents_is_deterministic_and_respects_min_tokens():
     assert [d.name for d in picked] != [d.name for d in pick_documents(corpus, 5, 1000, seed=8)]
     with pytest.raises(ValueError):
         pick_documents(corpus, 21, 1000, seed=7)
+    assert pick_documents(corpus, 0, 1000, seed=7) == []
+    assert len(pick_documents(corpus, 20, 1000, seed=7)) == 20  # every eligible one
+
+
+def test_pick_documents_keeps_the_old_sample_when_nothing_is_near_duplicate():
+    rng = np.random.default_rng(1)
+    train = [Document(f"d{i}.py", rng.integers(2, 99, 2000, dtype=np.uint8)) for i in range(40)]
+    corpus = Corpus(Path("."), train, [], "fake")
+    assert near_duplicate_pairs(train, 0.01) == []
+    old = random.Random(3).sample(train, 12)  # what pick_documents drew before deduplication
+    assert pick_documents(corpus, 12, 1000, seed=3) == old
+
+
+def _source(i: int) -> str:
+    """A different small Python file for every ``i``: random names and numbers."""
+    rng = random.Random(i)
+
+    def name() -> str:
+        return "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(3, 9)))
+
+    return "".join(f"{name()} = {name()}({rng.randint(0, 10**6)}, {name()}={name()!r})\n"
+                   for _ in range(60))
+
+
+def test_a_planted_near_duplicate_is_refused(tmp_path: Path):
+    for i in range(12):
+        (tmp_path / f"f{i:02d}.py").write_text(_source(i))
+    # f99.py: f03.py with a renamed function and an extra line, as a generated sibling would be.
+    (tmp_path / "f99.py").write_text(_source(3).replace("_3_1(", "_3_x(") + "x = 1\n")
+    corpus = load_corpus(tmp_path, holdout_every=1000)
+    by_name = {doc.name: doc for doc in corpus.train}
+    twin = (by_name["f03.py"], by_name["f99.py"])
+    assert shingle_jaccard(*twin) > 0.9
+    others = [shingle_jaccard(by_name["f03.py"], by_name[f"f{i:02d}.py"]) for i in (0, 1, 2, 4)]
+    assert max(others) < NEAR_DUPLICATE
+    assert [(a, b) for _, a, b in near_duplicate_pairs(corpus.train, NEAR_DUPLICATE)] == [
+        ("f03.py", "f99.py")]
+    for seed in range(10):  # every seed picks all 13 files but one of the twins
+        picked = pick_documents(corpus, 12, 100, seed=seed)
+        names = {doc.name for doc in picked}
+        assert len(names) == 12 and len(names & {"f03.py", "f99.py"}) == 1, seed
+    with pytest.raises(ValueError, match="near-duplicates"):
+        pick_documents(corpus, 13, 100, seed=0)
+    # Without the check both twins are picked.
+    assert len(pick_documents(corpus, 13, 100, seed=0, threshold=1.01)) == 13
+
+
+def test_stdlib_codecs_from_one_template_are_not_picked_together():
+    corpus = load_corpus()
+    names = {doc.name: doc for doc in corpus.train}
+    if not {"encodings/oem.py", "encodings/gbk.py"} <= names.keys():
+        pytest.skip("this standard library lacks encodings/oem.py or gbk.py in its train split")
+    oem, gbk = names["encodings/oem.py"], names["encodings/gbk.py"]
+    assert shingle_jaccard(oem, gbk) >= NEAR_DUPLICATE
+    eligible = [doc for doc in corpus.train if len(doc) >= 130]
+    # A seed whose plain sample (the picks before deduplication) holds both codecs.
+    seed = next(s for s in range(100_000)
+                if {oem, gbk} <= set(random.Random(s).sample(eligible, 25)))
+    picked = pick_documents(corpus, 25, 130, seed=seed)
+    assert len(set(picked)) == 25
+    assert not {oem, gbk} <= set(picked)
+    assert near_duplicate_pairs(picked, NEAR_DUPLICATE) == []

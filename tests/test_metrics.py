@@ -250,3 +250,209 @@ def test_circuit_recovery_score() -> None:
     assert metrics.circuit_recovery_score([1.0, 0.4, 0.7]) == pytest.approx(0.5)
     assert metrics.circuit_recovery_score([1.0, 0.8, 0.5]) == 0.0
     assert math.isnan(metrics.circuit_recovery_score([1.0, 1.0, 1.0]))
+
+
+# --- every exposure, signed scores, pre-exposure loss, savings resolution, seeds -----------------
+
+# A shuffled schedule over K = 3 sources, 6 cycles: the order of each cycle.
+SHUFFLED_ORDERS = ["abc", "bca", "cab", "acb", "cba", "bac"]
+FORGET = [0.0, 1.0, 1.5, 1.75, 1.875, 1.9375]
+"""Loss τ rows after a source's latest exposure (τ = 0: the exposure's own row)."""
+
+
+def _shuffled_matrix(dip: float = 0.0) -> metrics.LossMatrix:
+    """Loss of source j at row r: FORGET[r − last exposure of j], 3 before any; minus ``dip`` on
+    the row just before a re-exposure (anticipation: the loss falls just before j returns)."""
+    trained = "".join(SHUFFLED_ORDERS)
+    loss = np.full((len(trained), 3), 3.0)
+    for j, source in enumerate("abc"):
+        rows = [r for r, t in enumerate(trained) if t == source]
+        for r in range(len(trained)):
+            before = [a for a in rows if a <= r]
+            if before:
+                loss[r, j] = FORGET[r - before[-1]]
+            if r + 1 in rows[1:]:
+                loss[r, j] -= dip
+    return metrics.loss_matrix(_records(loss, trained, per_cycle=3))
+
+
+def _oracle_offset_curve(matrix: metrics.LossMatrix, first_cycle: int) -> np.ndarray:
+    """Per offset τ < K, the mean over sources of the mean of L[a+τ] − L[a] over every exposure
+    a (cycle ≥ first_cycle) with no exposure of the same source in rows a+1..a+τ: written as a
+    plain loop over rows, independently of ``exposure_windows``."""
+    width = 3
+    per_source = []
+    for j, source in enumerate(matrix.sources):
+        sums, counts = np.zeros(width), np.zeros(width)
+        for a, trained in enumerate(matrix.trained):
+            if trained != source or matrix.cycles[a] < first_cycle:
+                continue
+            for tau in range(width):
+                row = a + tau
+                if row >= len(matrix.trained) or (tau and matrix.trained[row] == source):
+                    break
+                sums[tau] += matrix.loss[row, j] - matrix.loss[a, j]
+                counts[tau] += 1
+        per_source.append(sums / counts)
+    return np.mean(per_source, axis=0)
+
+
+def test_every_exposure_counts_in_a_shuffled_schedule() -> None:
+    # Pure forgetting as a function of the rows since exposure: every window, cut or not, is
+    # FORGET[:len] - 0, so c(τ) = [0, 1, 1.5] exactly, from all 15 exposures of cycles 1-5.
+    # Rows train "abc bca cab acb cba bac"; the old estimator keeps only windows whose next
+    # exposure is >= 3 rows away and that end before the last row: 6 of the 15.
+    matrix = _shuffled_matrix()
+    windows = metrics.exposure_windows(matrix)
+    assert len(windows) == 15
+    assert sum(1 for _ in metrics._windows(matrix, 1)) == 6
+    _, curve = metrics.offset_averaged_curve(matrix)
+    np.testing.assert_allclose(curve, [0, 1, 1.5])
+    # a's exposures in cycles >= 1: rows 5, 7, 9, 14, 16 (gaps 2, 2, 5, 2, none): 5 windows
+    # reach τ = 1, only a@9 reaches τ = 2 (a@16 is cut by the end after τ = 1).
+    _, counts = metrics.source_offset_curves(matrix)["a"]
+    assert counts.tolist() == [5, 5, 1]
+    assert [w.gap for w in windows if w.source == "a"] == [2, 2, 5, 2, None]
+    # No anticipation, the loss still rising at τ = 2: the signed score is negative,
+    # (1 − 1.5) / (1.5 − 0) = −1/3, while the max-based score reads 0 (its floor).
+    assert metrics.signed_recovery_score(curve) == pytest.approx(-1 / 3)
+    assert metrics.recovery_score(curve) == 0.0
+
+
+def test_offset_curve_matches_the_oracle_when_gaps_matter() -> None:
+    # A dip of 0.5 just before each re-exposure: windows of gap 2 dip at τ = 1, of gap 3 at
+    # τ = 2. Dropping the windows a re-exposure cuts (the old estimator) drops the gap-2 dips.
+    # τ = 1: gap-2 windows among those reaching 1 are b 2 of 5, c 2 of 4, a 3 of 5, so
+    # c(1) = 1 − 0.5 (2/5 + 2/4 + 3/5) / 3 = 0.75; τ = 2: only b@8 has gap 3, among b's 3
+    # windows reaching 2, so c(2) = 1.5 − 0.5 (1/3) / 3 = 13/9.
+    matrix = _shuffled_matrix(dip=0.5)
+    _, curve = metrics.offset_averaged_curve(matrix)
+    np.testing.assert_allclose(curve, [0, 0.75, 13 / 9])
+    np.testing.assert_allclose(curve, _oracle_offset_curve(matrix, first_cycle=1))
+    _, old = metrics.shift_averaged_curve(matrix)
+    assert curve[1] < old[1] == 1.0  # the old curve never saw a gap-2 dip
+    _, from_zero = metrics.offset_averaged_curve(matrix, first_cycle=0)
+    np.testing.assert_allclose(from_zero, _oracle_offset_curve(matrix, first_cycle=0))
+
+
+def test_offset_curves_in_round_robin_use_the_windows_the_end_cuts(
+    round_robin: metrics.LossMatrix,
+) -> None:
+    # Cycles >= 1: a@3 [0, 1, .5], a@6 [0, 1, 1]; b@4 [0, 1, .5], b@7 [0, 1] (cut by the end);
+    # c@5 [0, 1, .5], c@8 [0]. Per source a [0, 1, .75], b and c [0, 1, .5], as before.
+    curves = metrics.source_offset_curves(round_robin)
+    np.testing.assert_allclose(curves["a"][0], [0, 1, 0.75])
+    assert [curves[s][1].tolist() for s in "abc"] == [[2, 2, 2], [2, 2, 1], [2, 1, 1]]
+    _, curve = metrics.offset_averaged_curve(round_robin)
+    np.testing.assert_allclose(curve, [0, 1, 7 / 12])
+    assert metrics.signed_recovery_ci(round_robin, n_boot=200)[0] == pytest.approx(5 / 12)
+
+
+def test_signed_recovery_score_cases() -> None:
+    assert metrics.signed_recovery_score([0.0, 1.0, 0.5]) == pytest.approx(0.5)
+    assert metrics.signed_recovery_score([0.0, 1.0, 2.0]) == pytest.approx(-0.5)  # −1 / 2
+    assert metrics.signed_recovery_score([0.0, 1.0, 1.0]) == 0.0
+    # The default peak is the middle offset, len // 2 = 2 of 5 here: (1 − .5) / (2 − 0). At
+    # the true peak it is the max-based score: (2 − .5) / 2.
+    assert metrics.signed_recovery_score([0, 0.5, 1.0, 2.0, 0.5]) == pytest.approx(0.25)
+    assert metrics.signed_recovery_score([0, 0.5, 1.0, 2.0, 0.5], peak=3) == pytest.approx(0.75)
+    assert metrics.recovery_score([0, 0.5, 1.0, 2.0, 0.5]) == pytest.approx(0.75)
+    # A small rise by the peak offset does not blow the score up (the denominator is max − post).
+    assert metrics.signed_recovery_score([0, -0.07, 0.002, 0.04, 0.07]) == pytest.approx(
+        (0.002 - 0.07) / 0.07)
+    assert math.isnan(metrics.signed_recovery_score([0.0, 1.0]))  # no interior offset
+    assert math.isnan(metrics.signed_recovery_score([0.0, 1.0, 0.5], peak=2))
+    assert math.isnan(metrics.signed_recovery_score([0.0, -0.1, -0.2]))  # nothing forgotten
+    assert math.isnan(metrics.signed_recovery_score([0.0, np.nan, 0.5]))
+    assert metrics.signed_recovery_score([0.0, 1.0, 0.5, np.nan, 0.5], peak=1) == pytest.approx(0.5)
+
+
+def _round_robin_noise(plateau: float, seed: int) -> metrics.LossMatrix:
+    """K = 5 sources, 8 cycles of round robin; after an exposure the loss follows
+    [0, 1, 1 + plateau, 1 + 2 plateau, ...] plus N(0, 0.2) noise per evaluation."""
+    k, cycles = 5, 8
+    rng = np.random.default_rng(seed)
+    loss = np.zeros((k * cycles, k))
+    for r in range(k * cycles):
+        for j in range(k):
+            tau = (r - j) % k
+            loss[r, j] = (0.0 if tau == 0 else 1.0 + plateau * (tau - 1)) + 0.2 * rng.normal()
+    sources = "abcde"
+    return metrics.loss_matrix(_records(loss, sources * cycles, per_cycle=k, sources=sources))
+
+
+def test_no_anticipation_gives_a_two_sided_interval_around_zero() -> None:
+    # A flat plateau after forgetting, plus noise: nothing recovers. Over 10 noise seeds the
+    # max-based score is never below 0 and neither is its interval's low end (0.038 on average);
+    # the signed score takes both signs (0.015 on average) and its interval straddles 0 (26 of 30
+    # at seeds 10-39: a bootstrap over 5 sources undercovers its nominal 95%).
+    old, signed = [], []
+    for seed in range(10):
+        matrix = _round_robin_noise(plateau=0.0, seed=seed)
+        old.append(metrics.recovery_score_ci(matrix, n_boot=200))
+        signed.append(metrics.signed_recovery_ci(matrix, n_boot=200))
+    assert all(rs >= 0.0 and low >= 0.0 for rs, low, _ in old)
+    assert min(rs for rs, _, _ in signed) < 0.0 < max(rs for rs, _, _ in signed)
+    assert abs(np.mean([rs for rs, _, _ in signed])) < 0.05
+    assert sum(low < 0.0 < high for _, low, high in signed) >= 8  # 10 of 10 at these seeds
+    # Forgetting that keeps rising: the score and its whole interval are negative.
+    rising = _round_robin_noise(plateau=0.5, seed=3)
+    rs, low, high = metrics.signed_recovery_ci(rising, n_boot=400)
+    assert low <= rs <= high < 0.0
+    assert rs == pytest.approx(-0.4, abs=0.15)  # (1.5 − 2.5) / (2.5 − 0) without noise
+
+
+def test_pre_exposure_loss(round_robin: metrics.LossMatrix) -> None:
+    # Re-exposures in cycles >= 1: a at rows 3, 6 -> L[2, a] = L[5, a] = 0.5; b at 4, 7 ->
+    # 2.5; c at 5, 8 -> 1.5. From cycle 0 nothing changes: the first exposures have no
+    # previous one (prequential_loss counts them: b 8/3, c 2).
+    assert metrics.pre_exposure_loss(round_robin) == {"a": 0.5, "b": 2.5, "c": 1.5}
+    assert metrics.pre_exposure_loss(round_robin, first_cycle=0) == {"a": 0.5, "b": 2.5, "c": 1.5}
+    # Shuffled, pure forgetting: a re-exposed at rows 5, 7, 9, 14, 16, after gaps 5, 2, 2, 5,
+    # 2: FORGET[4], FORGET[1], FORGET[1], FORGET[4], FORGET[1] -> (2 * 1.875 + 3) / 5 = 1.35.
+    assert metrics.pre_exposure_loss(_shuffled_matrix())["a"] == pytest.approx(1.35)
+
+
+def test_savings_note_flags_coarse_logging() -> None:
+    # A source trained at steps 0-9, 30-39 and 60-69 that remembers nothing: every exposure
+    # starts at loss 1 and falls by 0.1 a step. Logged every step, each re-exposure needs the
+    # whole block (10 steps) to regain 0.1; logged every 10 steps, the "previous end" is the
+    # block's first step and the re-exposure's first logged step matches it: 1, by construction.
+    steps = np.arange(90)
+    loss = np.where((steps // 30) * 30 + 10 > steps, 1.0 - 0.1 * (steps % 30), 1.0)
+    starts, ends = [0, 30, 60], [9, 39, 69]
+    assert metrics.savings(loss, steps, starts, ends) == [10, 10]
+    coarse = steps[::10]
+    assert metrics.savings(loss[coarse], coarse, starts, ends) == [1, 1]
+    note = metrics.savings_note(log_every=10, steps_per_block=10)
+    assert note is not None and "not resolved" in note and "run.log_every <= 2" in note
+    assert metrics.savings_note(log_every=1, steps_per_block=10) is None
+    assert metrics.savings_note(log_every=2, steps_per_block=8) is None
+    assert metrics.savings_note(log_every=3, steps_per_block=8) is not None
+
+
+def test_t_quantile_matches_the_tables() -> None:
+    for df, value in [(1, 12.7062), (2, 4.3027), (3, 3.1824), (4, 2.7764), (9, 2.2622),
+                      (30, 2.0423)]:
+        assert metrics.t_quantile(0.975, df) == pytest.approx(value, abs=1e-4)
+    assert metrics.t_quantile(0.95, 5) == pytest.approx(2.0150, abs=1e-4)
+
+
+def test_seed_interval() -> None:
+    # Mean 2, sd 1, n 3: half-width t(0.975, 2) / sqrt(3) = 4.3027 / 1.7321 = 2.4841.
+    mean, low, high = metrics.seed_interval([1.0, 2.0, 3.0])
+    assert mean == 2.0
+    assert (low, high) == pytest.approx((2 - 2.4841, 2 + 2.4841), abs=1e-4)
+    assert metrics.seed_interval([1.0, np.nan, 2.0, 3.0]) == pytest.approx((mean, low, high))
+    single = metrics.seed_interval([0.4])
+    assert single[0] == 0.4 and math.isnan(single[1]) and math.isnan(single[2])
+    assert metrics.seed_interval([0.2, 0.2, 0.2]) == pytest.approx((0.2, 0.2, 0.2))
+
+
+def test_signed_circuit_recovery_score() -> None:
+    # 1 − J = [0, .6, .3]: (.6 − .3) / .6 = 0.5, as the max-based score; J still falling at the
+    # end, 1 − J = [0, .2, .5]: (.2 − .5) / .5 = −0.6 where the max-based score reads 0.
+    assert metrics.signed_circuit_recovery_score([1.0, 0.4, 0.7]) == pytest.approx(0.5)
+    assert metrics.signed_circuit_recovery_score([1.0, 0.8, 0.5]) == pytest.approx(-0.6)
+    assert metrics.circuit_recovery_score([1.0, 0.8, 0.5]) == 0.0
+    assert math.isnan(metrics.signed_circuit_recovery_score([1.0, 1.0, 1.0]))

@@ -10,11 +10,11 @@ from itertools import pairwise
 
 import pytest
 
+from sparsecircuits.config import ScheduleConfig
 from sparsecircuits.schedules import (
     KINDS,
     MIXED,
     Block,
-    ScheduleSpec,
     Slot,
     build_schedule,
 )
@@ -25,8 +25,8 @@ E = 4
 BLOCKED = ("round_robin", "shuffled", "reverse", "ping_pong")
 
 
-def spec(**fields) -> ScheduleSpec:
-    base = ScheduleSpec(sources=SOURCES, steps_per_block=M, cycles=E, granularity=2)
+def spec(**fields) -> ScheduleConfig:
+    base = ScheduleConfig(sources=SOURCES, steps_per_block=M, cycles=E, granularity=2)
     return replace(base, **fields)
 
 
@@ -97,9 +97,10 @@ def test_same_schedule_in_another_process():
     """Seeding must not depend on Python's salted str hash."""
     code = (
         "import json, sys\n"
-        "from sparsecircuits.schedules import ScheduleSpec, build_schedule\n"
+        "from sparsecircuits.config import ScheduleConfig\n"
+        "from sparsecircuits.schedules import build_schedule\n"
         "for kind in ('shuffled', 'iid'):\n"
-        "    s = build_schedule(ScheduleSpec(kind=kind, sources=tuple('abcde'),\n"
+        "    s = build_schedule(ScheduleConfig(kind=kind, sources=tuple('abcde'),\n"
         "        steps_per_block=6, cycles=4, warmup_steps=7, seed=11))\n"
         "    print(json.dumps([slot.source for slot in s]))\n"
     )

@@ -230,7 +230,8 @@ def test_compare_cyclic_with_shuffled_control(tmp_path: Path) -> None:
     write_evals(tmp_path / "shuffled", SHUFFLED, [1.0, 2.0, 3.0], steps_per_block=2)
     result = compare(tmp_path / "cyclic", tmp_path / "shuffled", n_boot=50)
     rs = result["loss.recovery_score"]
-    assert (rs.a, rs.b, rs.diff, rs.low, rs.high) == pytest.approx((0.5, 0.0, 0.5, 0.5, 0.5))
+    # the control's loss keeps rising (1, 2, 3): a negative signed score, (2 − 3) / (3 − 1)
+    assert (rs.a, rs.b, rs.diff, rs.low, rs.high) == pytest.approx((0.5, -0.5, 1.0, 1.0, 1.0))
     assert "loss.prequential" in result
     assert "circuit.recovery_score" not in result  # no circuits extracted
     text = report(RunAnalysis.load(tmp_path / "cyclic"),
@@ -304,3 +305,33 @@ def test_an_empty_unsolved_circuit_keeps_its_attributes(run: Path) -> None:
     timeline = timeline_of(run, empty_first_a=True)
     assert timeline.circuits["a"].attrs[0]["solved"] is False
     assert np.isnan(timeline.similarity("a", "post")["edges"][:2]).all()
+
+
+def test_survival_of_the_post_exposure_circuit_is_graded(tmp_path: Path) -> None:
+    # a trained at checkpoint 0 with circuit {e0, e1}; e1 dies at 1, e3 (not in it) at 2
+    present = [["e0", "e1", "e3"], ["e0", "e3"], ["e0"]]
+    attrs = {"task": "a", "solved": True, "target_loss": 0.1}
+    timeline = CircuitTimeline.build(
+        tmp_path, [9, 19, 29], [Where(0, t, t, s) for t, s in enumerate(["a", "b", "b"])],
+        [graph(edges, t) for t, edges in enumerate(present)],
+        {"a": [[graph(["e0", "e1"], 0, **attrs)], [graph([], 1, task="a", solved=False)],
+               [graph([], 2, task="a", solved=False)]]},
+    )
+    survival = timeline.survival("a")
+    np.testing.assert_allclose(survival["edges"], [1.0, 0.5, 0.5])
+    # |w| at the post-exposure checkpoint: e0 1.0, e1 2.0
+    np.testing.assert_allclose(survival["mass"], [1.0, 1 / 3, 1 / 3])
+    assert not timeline.ballooned("a").any()
+
+
+def test_a_ballooned_circuit_is_marked_and_not_a_reference(tmp_path: Path) -> None:
+    sizes = [["e0"], ["e2"], ["e0", "e1", "e2", "e3", "e4"], ["e2"]]  # the third: most of it
+    attrs = {"task": "a", "solved": True, "target_loss": 0.1}
+    timeline = CircuitTimeline.build(
+        tmp_path, [9, 19, 29, 39], [Where(0, t, t, "a") for t in range(4)],
+        [graph(list(EDGES), t) for t in range(4)],
+        {"a": [[graph(edges, t, **attrs)] for t, edges in enumerate(sizes)]},
+    )
+    assert timeline.ballooned("a", factor=2.0).tolist() == [False, False, True, False]
+    survival = timeline.survival("a", balloon_factor=2.0)["edges"]
+    assert np.isnan(survival[2]) and survival[3] == 1.0

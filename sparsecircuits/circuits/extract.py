@@ -11,16 +11,21 @@ extraction resumes where it stopped: whatever has its JSON is done.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from sparsecircuits.checkpoint import load_model, read_run_config
+from sparsecircuits.checkpoint import (
+    CheckpointError,
+    load_model,
+    load_tensors,
+    read_run_config,
+    run_lock,
+    save_tensors,
+)
 from sparsecircuits.circuits.circuit import Circuit, write_circuit
 from sparsecircuits.circuits.graph import weight_graph
 from sparsecircuits.circuits.prune import PruneConfig, find_circuits
@@ -33,10 +38,7 @@ from sparsecircuits.rundir import RunDir
 def _write_circuit(circuit: Circuit, run: RunDir, seed: int, step: int) -> None:
     circuit.graph.graph["step"] = step
     if circuit.logits is not None:
-        final = run.mask_file(step, circuit.task, seed)
-        tmp = final.with_name(f".{final.name}.tmp")
-        save_file({"logits": circuit.logits.contiguous()}, str(tmp))
-        os.replace(tmp, final)
+        save_tensors({"logits": circuit.logits}, run.mask_file(step, circuit.task, seed))
     write_circuit(circuit, run.circuit_file(step, circuit.task, seed))
 
 
@@ -69,22 +71,26 @@ def extract_run(
     if unknown:
         raise ConfigError(f"--tasks: unknown task(s) {', '.join(unknown)} "
                          f"(tasks: {', '.join(TASKS)})")
-    warm: list[dict[str, Tensor]] = [{} for _ in range(seeds)]
-    for step in progress_bar(run.checkpoint_steps(), desc="circuits", unit="ckpt",
-                             show=progress):
-        run.circuit_folder(step).mkdir(parents=True, exist_ok=True)
-        model = graph = None
-        for seed in range(seeds):
-            todo = [t for t in tasks if not run.circuit_file(step, t, seed).exists()]
-            if todo:
-                if model is None:
-                    model = load_model(run.checkpoint(step))[0]
-                    graph = weight_graph(model)
-                    graph.graph["step"] = step
-                find_circuits(model, todo, graph, seed=seed, warm=warm[seed], config=config,
-                              workers=threads or torch.get_num_threads(),
-                              on_found=partial(_write_circuit, run=run, seed=seed, step=step))
-            masks = {task: run.mask_file(step, task, seed) for task in tasks}
-            warm[seed] = {task: load_file(str(path))["logits"]
-                          for task, path in masks.items() if path.exists()}
+    steps = run.checkpoint_steps()
+    if not steps:
+        raise CheckpointError(f"{run.checkpoints}: no checkpoint to extract yet; train the run "
+                              f"(sparsecircuits train ... --out {run.root} --resume) first")
+    with run_lock(run.root):
+        warm: list[dict[str, Tensor]] = [{} for _ in range(seeds)]
+        for step in progress_bar(steps, desc="circuits", unit="ckpt", show=progress):
+            run.circuit_folder(step).mkdir(parents=True, exist_ok=True)
+            model = graph = None
+            for seed in range(seeds):
+                todo = [t for t in tasks if not run.circuit_file(step, t, seed).exists()]
+                if todo:
+                    if model is None:
+                        model = load_model(run.checkpoint(step))[0]
+                        graph = weight_graph(model)
+                        graph.graph["step"] = step
+                    find_circuits(model, todo, graph, seed=seed, warm=warm[seed], config=config,
+                                  workers=threads or torch.get_num_threads(),
+                                  on_found=partial(_write_circuit, run=run, seed=seed, step=step))
+                masks = {task: run.mask_file(step, task, seed) for task in tasks}
+                warm[seed] = {task: load_tensors(path)["logits"]
+                              for task, path in masks.items() if path.exists()}
     return run.circuits

@@ -439,11 +439,50 @@ class CircuitTimeline:
                     result[t, i, j] = similarity(a, b)[kind]
         return result
 
+    def ballooned(self, task: str, factor: float = 3.0) -> np.ndarray:
+        """Per checkpoint: the task's circuit is solved but more than ``factor`` times the
+        median size of its solved circuits (a barely-solved task near the target loss can
+        return most of the model). Such circuits are marked, not averaged in."""
+        g = self.circuits[task]
+        sizes = g.nodes.present.sum(0)
+        solved = np.array([bool(a.get("solved")) for a in g.attrs]) & g.extracted
+        if not solved.any():
+            return np.zeros(len(sizes), dtype=bool)
+        return solved & (sizes > factor * np.median(sizes[solved]))
+
+    def survival(self, task: str, balloon_factor: float = 3.0) -> dict[str, np.ndarray]:
+        """How much of the task's post-exposure circuit is still in the weights, at every
+        checkpoint, solved or not: ``edges``, the fraction of the circuit's weight edges (at
+        the checkpoint that ended the task's latest exposure) alive in the weight graph now;
+        ``mass``, the same weighted by the circuit's |w| at that checkpoint. nan before the
+        first exposure, where that circuit is unsolved or ballooned (:meth:`ballooned` with
+        ``balloon_factor``), or where the weight
+        graph is missing. (``sparsecircuits.run.Run.survival`` adds the loss of the model
+        restricted to that frozen circuit.)"""
+        member = self.membership(task)
+        present = self.weight_graph.edges.present
+        weights = np.abs(np.nan_to_num(self.weight_graph.edges.value))
+        kinds = np.array([a.get("kind") not in ("residual", "qk")
+                          for a in self.weight_graph.edges.attrs], dtype=bool)
+        post = self.reference(task, "post")
+        usable = ~self.ballooned(task, balloon_factor)
+        out = {"edges": np.full(len(post), math.nan), "mass": np.full(len(post), math.nan)}
+        for t, r in enumerate(post):
+            if r < 0 or not usable[r] or not self.weight_graph.extracted[t]:
+                continue
+            circuit = member[:, r] & kinds
+            if not circuit.any():
+                continue
+            alive = circuit & present[:, t]
+            out["edges"][t] = alive.sum() / circuit.sum()
+            out["mass"][t] = weights[alive, r].sum() / weights[circuit, r].sum()
+        return out
+
     def post_exposure_matrix(self, kind: str = "edges") -> LossMatrix:
         """1 − J(circuit, post-exposure circuit) as a loss matrix over block-boundary checkpoints.
 
         Rows are the last checkpoint of every block, columns every trained source (nan where it
-        has no circuit), so ``metrics.source_shift_curves`` windows it exactly as it does losses.
+        has no circuit), so ``metrics.source_offset_curves`` windows it exactly as it does losses.
         """
         last = np.append(self.blocks[1:] != self.blocks[:-1], True)
         rows = np.flatnonzero(last)
@@ -462,7 +501,8 @@ class CircuitTimeline:
         just before the next), over complete windows in cycles ≥ ``first_cycle``; tasks with no
         solved post-exposure circuit are left out."""
         # the loss window is (1 − J[a+τ]) − (1 − J[a]), and J[a] = 1 (a compared with itself)
-        curves = metrics.source_shift_curves(self.post_exposure_matrix(kind), first_cycle)
+        windows = metrics.source_offset_curves(self.post_exposure_matrix(kind), first_cycle)
+        curves = {task: curve for task, (curve, _) in windows.items()}
         # A task never solved after an exposure has no circuit to compare: no curve at all.
         return {task: 1.0 - curve for task, curve in curves.items()
                 if task in self.circuits and not np.isnan(curve).all()}
@@ -470,7 +510,7 @@ class CircuitTimeline:
     def recovery_score(
         self, kind: str = "edges", first_cycle: int = 1, n_boot: int = 1000, seed: int = 0
     ) -> tuple[float, float, float]:
-        """``(RS, low, high)``: ``metrics.circuit_recovery_score`` of the task-averaged J(τ),
+        """``(RS, low, high)``: ``metrics.signed_circuit_recovery_score`` of the task-averaged J(τ),
         with a bootstrap interval over tasks; nan when no task has a complete window."""
         curves = self.recovery_curves(kind, first_cycle)
         if not curves:
@@ -487,5 +527,6 @@ def _total(triples: Iterable[tuple[int, int, int]]) -> tuple[int, int, int]:
 
 
 def circuit_rs_of_mean(curves: np.ndarray) -> float:
-    """The circuit recovery score of the mean of per-task J(τ) curves (a bootstrap statistic)."""
-    return metrics.circuit_recovery_score(np.mean(curves, axis=0))
+    """The signed circuit recovery score of the mean of per-task J(τ) curves (offsets no window
+    reaches skipped; a bootstrap statistic)."""
+    return metrics.signed_circuit_recovery_score(metrics.nanmean_rows(curves))
