@@ -757,7 +757,9 @@ class Viewer {
             next[c] = to;
             if (to < starts[b + 1]) left = true;
             ectx.strokeStyle = palette[c] || "#777";
-            ectx.globalAlpha = dim ? 0.06 : c === structural ? alpha * 0.7 : alpha;
+            // changes are rare and what the status view is for: drawn strongly
+            ectx.globalAlpha = dim ? 0.06 : c === structural ? alpha * 0.7
+              : status ? (c > 0 ? Math.max(alpha, 0.9) : alpha * 0.6) : alpha;
             ectx.beginPath();
             for (let k = from; k < to; k++) {
               const e = drawnEdges[order[k]];
