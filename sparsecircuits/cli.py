@@ -6,7 +6,7 @@
     sparsecircuits export RUN_DIR [--weight-graphml]
     sparsecircuits figures RUN_DIR [--control RUN_DIR] [--format pdf,svg,png] [--out DIR]
     sparsecircuits view RUN_DIR [--html OUT.html] [--task T ...]
-    sparsecircuits demo [--out DIR]
+    sparsecircuits demo [--out DIR] [--set section.field=value ...]
 """
 
 from __future__ import annotations
@@ -83,15 +83,14 @@ def _view(args: argparse.Namespace) -> None:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    """Train the tiny preset, then extract and summarise its circuits."""
-    out = Path(args.out)
-    for command in (
-        ["train", "tiny", "--out", str(out), *(["--resume"] if out.exists() else [])],
-        ["extract", str(out)],
-        ["timeline", str(out)],
-    ):
-        print(f"$ sparsecircuits {' '.join(command)}", flush=True)
-        main(command)
+    from sparsecircuits.demo import demo
+
+    start = time.perf_counter()
+    files = demo(args.out, args.set)
+    print(f"done in {(time.perf_counter() - start) / 60:.1f} minutes; open\n"
+          f"  {files.report}   the headline numbers and every figure\n"
+          f"  {files.viewer}   the viewer (one file, works offline)\n"
+          f"  {files.figures}/   the figures as PDF and PNG")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,8 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
     view.add_argument("--task", nargs="+", help="open on these tasks' circuits")
     view.set_defaults(func=_view)
 
-    demo = commands.add_parser("demo", help="train tiny, extract its circuits, summarise")
-    demo.add_argument("--out", default="runs/demo")
+    demo = commands.add_parser("demo", help="train tiny cyclic and shuffled, extract, and write "
+                               "the figures, the viewer page and REPORT.md")
+    demo.add_argument("--out", default="runs/demo",
+                      help="the cyclic run's folder; the control goes to <out>_shuffled")
+    demo.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                      help="override a field of both runs' config (repeatable)")
     demo.set_defaults(func=_demo)
     return parser
 

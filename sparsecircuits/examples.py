@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sparsecircuits.circuits.extract import extract_run
-from sparsecircuits.config import load_config
+from sparsecircuits.config import config_from_dict, load_config
 from sparsecircuits.run import Run, open_run
 from sparsecircuits.rundir import RunDir
 from sparsecircuits.train import train
@@ -32,6 +32,18 @@ def _complete(path: Path) -> bool:
     run = RunDir(path)
     steps = run.checkpoint_steps()
     return bool(steps) and run.circuit_steps() == steps
+
+
+def shuffled_twin(run: Run, *, progress: bool | None = None) -> Run:
+    """The shuffled control of ``run``: its config with ``schedule.kind = "shuffled"``, in
+    ``<run>_shuffled`` (the demo's control lives there too), trained and extracted first if it
+    is not complete yet."""
+    path = run.path.with_name(f"{run.path.name}_shuffled")
+    if not _complete(path):
+        config = config_from_dict({"schedule": {"kind": "shuffled"}}, run.config)
+        train(config, path, resume=RunDir(path).config.exists(), progress=progress)
+        extract_run(path, progress=progress)
+    return open_run(path)
 
 
 def example_run(path: str | Path = "runs/demo", fallback: str | Path = "runs/example",

@@ -21,6 +21,7 @@ extractor, the timeline, the viewer and the figures ask a :class:`RunDir` for it
     exports/                             GEXF, node-link JSON, GraphML, CSV (`export`, opt-in)
     viewer/                              the viewer's bundle and page (caches, rebuilt on change)
     figures/                             publication figures (`figures`)
+    REPORT.md                            the demo's report (`demo`)
 
 ``<step>`` is the training step, zero-padded to eight digits (:func:`step_name`); only names
 that match :data:`STEP_NAME` exactly are checkpoints. The weight graph of a checkpoint is not
@@ -45,6 +46,7 @@ VIEWER = "viewer"
 FIGURES = "figures"
 MODEL_FILE, STATE_FILE, META_FILE = "model.safetensors", "state.safetensors", "meta.json"
 SUMMARY_FILE = "summary.json"
+REPORT = "REPORT.md"
 
 STEP_NAME = re.compile(r"\d{8}")
 """A checkpoint or circuit folder's name: the step in eight digits."""
@@ -54,7 +56,7 @@ CIRCUIT_FILE = re.compile(r"(?P<task>[a-z0-9_:]+?)(?:\.seed(?P<seed>[1-9]\d*))?\
 TREE = (LOCK, CONFIG, METRICS, EVALS, f"{CHECKPOINTS}/<step>/", MODEL_FILE, STATE_FILE,
         META_FILE, f"{CIRCUITS}/<step>/", "<task>.json", "<task>.seed<k>.json",
         "<task>[.seed<k>].mask.safetensors", f"{ANALYSIS}/{SUMMARY_FILE}", f"{EXPORTS}/",
-        f"{VIEWER}/", f"{FIGURES}/")
+        f"{VIEWER}/", f"{FIGURES}/", REPORT)
 """Every entry of the tree above, as README's "A run folder" must name it."""
 
 
@@ -118,6 +120,10 @@ class RunDir:
     @property
     def figures(self) -> Path:
         return self.root / FIGURES
+
+    @property
+    def report(self) -> Path:
+        return self.root / REPORT
 
     def checkpoint(self, step: int) -> Path:
         return self.checkpoints / step_name(step)
