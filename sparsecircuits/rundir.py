@@ -19,7 +19,7 @@ extractor, the timeline, the viewer and the figures ask a :class:`RunDir` for it
       <task>[.seed<k>].mask.safetensors  trained mask logits: the next checkpoint's warm start
     analysis/summary.json                the timeline's headline numbers (`timeline`)
     exports/                             GEXF, node-link JSON, GraphML, CSV (`export`, opt-in)
-    viewer/                              the viewer's bundle and page (caches, rebuilt on change)
+    viewer/bundle.bin, viewer/viewer.html  the viewer's bundle and page (caches, rebuilt on change)
     figures/                             publication figures (`figures`)
     REPORT.md                            the demo's report (`demo`)
 
@@ -47,6 +47,10 @@ FIGURES = "figures"
 MODEL_FILE, STATE_FILE, META_FILE = "model.safetensors", "state.safetensors", "meta.json"
 SUMMARY_FILE = "summary.json"
 REPORT = "REPORT.md"
+BUNDLE_FILE, PAGE_FILE = "bundle.bin", "viewer.html"
+DERIVED = (ANALYSIS, EXPORTS, VIEWER, FIGURES, REPORT, LOCK)
+"""What is derived from the run (or bookkeeping), not part of it: a cache built from a run
+leaves these out of its fingerprint."""
 
 STEP_NAME = re.compile(r"\d{8}")
 """A checkpoint or circuit folder's name: the step in eight digits."""
@@ -116,6 +120,14 @@ class RunDir:
     @property
     def viewer(self) -> Path:
         return self.root / VIEWER
+
+    @property
+    def bundle(self) -> Path:
+        return self.viewer / BUNDLE_FILE
+
+    @property
+    def page(self) -> Path:
+        return self.viewer / PAGE_FILE
 
     @property
     def figures(self) -> Path:

@@ -14,7 +14,7 @@ from sparsecircuits import open_run
 from sparsecircuits.circuits.layout import layout
 from sparsecircuits.circuits.timeline import CircuitTimeline
 from sparsecircuits.rundir import RunDir
-from sparsecircuits.viewer.bundle import BUNDLE_FILE, build_bundle, decode, encode
+from sparsecircuits.viewer.bundle import build_bundle, decode, encode
 
 __all__ = ["viewer_run"]  # the fixture
 
@@ -96,7 +96,7 @@ def test_bundle_arrays_are_aligned_typed_arrays(viewer_run: Path) -> None:
 
 
 def test_bundle_is_cached_until_the_run_changes(viewer_run: Path) -> None:
-    path = RunDir(viewer_run).viewer / BUNDLE_FILE
+    path = RunDir(viewer_run).bundle
     first = build_bundle(viewer_run)
     assert path.read_bytes() == first
     stamp = path.stat().st_mtime_ns

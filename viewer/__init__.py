@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sparsecircuits.viewer.bundle import BUNDLE_FILE, Bundle, build_bundle, decode
+from sparsecircuits.viewer.bundle import Bundle, build_bundle, decode
 from sparsecircuits.viewer.page import export_html
 
-__all__ = ["BUNDLE_FILE", "Bundle", "CircuitViewer", "build_bundle", "decode", "export_html"]
+__all__ = ["Bundle", "CircuitViewer", "build_bundle", "decode", "export_html"]
 
 
 def __getattr__(name: str) -> Any:

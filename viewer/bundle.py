@@ -2,7 +2,7 @@
 
 A browser reads it with typed-array views on one ``ArrayBuffer``: no JSON is parsed for the bulk
 data, and nothing of the JSON/GEXF exports reaches the browser. It is a cache of the run,
-written into the run's viewer folder (``RunDir.viewer``) as :data:`BUNDLE_FILE` and rebuilt
+written into the run folder as ``RunDir.bundle`` and rebuilt
 when the run changes (any file of the run but the derived folders: viewer, figures, exports,
 analysis).
 
@@ -75,11 +75,6 @@ from sparsecircuits.run import Run, open_run
 
 MAGIC = b"SCVB"
 VERSION = 1
-BUNDLE_FILE = "bundle.bin"
-"""The bundle's file name in the run's viewer folder."""
-HTML_FILE = "viewer.html"
-"""The page ``sparsecircuits view`` writes into the run's viewer folder."""
-_DERIVED = {rundir.VIEWER, rundir.FIGURES, rundir.EXPORTS, rundir.ANALYSIS}
 _DTYPES = {"u1": np.uint8, "u2": np.uint16, "u4": np.uint32, "f2": np.float16, "f4": np.float32}
 _MODEL_FIELDS = ("n_layers", "d_model", "n_heads", "d_head", "d_mlp", "vocab_size", "n_ctx")
 
@@ -161,9 +156,9 @@ def as_run(run: Any) -> Any:
     return open_run(run) if isinstance(run, str | Path) else run
 
 
-def viewer_folder(run: Any) -> Path:
-    """Where the run's bundle and page go."""
-    return run.dir.viewer if isinstance(run, Run) else rundir.RunDir(run.path).viewer
+def files_of(run: Any) -> rundir.RunDir:
+    """The run folder's paths (where the bundle and the page go)."""
+    return run.dir if isinstance(run, Run) else rundir.RunDir(run.path)
 
 
 def fingerprint(run: Any) -> str:
@@ -173,8 +168,8 @@ def fingerprint(run: Any) -> str:
     for folder, dirs, files in os.walk(root):
         rel = Path(folder).relative_to(root)
         if rel == Path("."):
-            dirs[:] = [d for d in dirs if d not in _DERIVED]
-            files = [f for f in files if f not in _DERIVED]
+            dirs[:] = [d for d in dirs if d not in rundir.DERIVED]
+            files = [f for f in files if f not in rundir.DERIVED]
         dirs.sort()
         for name in sorted(files):
             if name.endswith(".tmp"):
@@ -330,7 +325,7 @@ def build_bundle(run: Any, *, force: bool = False) -> bytes:
     """The run's bundle: read from the run folder if it was built from the run as it is now,
     else built and written there (atomically)."""
     run = as_run(run)
-    path = viewer_folder(run) / BUNDLE_FILE
+    path = files_of(run).bundle
     if not force and path.exists():
         data = path.read_bytes()
         try:

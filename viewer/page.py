@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sparsecircuits.viewer.bundle import HTML_FILE, as_run, build_bundle, viewer_folder
+from sparsecircuits.viewer.bundle import as_run, build_bundle, files_of
 
 STATIC = Path(__file__).parent / "static"
 
@@ -81,7 +81,7 @@ def export_html(run: Any, path: str | Path | None = None, *, task: str | list[st
     (or several).
     """
     run = as_run(run)
-    path = Path(path) if path is not None else viewer_folder(run) / HTML_FILE
+    path = Path(path) if path is not None else files_of(run).page
     tasks = [task] if isinstance(task, str) else list(task or [])
     state = {"tasks": tasks, "view": "circuits"} if tasks else {}
     text = page_html(build_bundle(run), Path(run.path).name, state)
