@@ -78,7 +78,7 @@ def test_bad_files_are_named(tmp_path):
 def test_gao2025_preset_follows_the_recipe():
     from sparsecircuits.config import ACT_SPARSITY_SITES
     from sparsecircuits.model import SparseGPT
-    from sparsecircuits.schedules import schedule_from_config
+    from sparsecircuits.schedules import build_schedule
     from sparsecircuits.sparsity import Sparsifier
 
     config = load_config("gao2025")
@@ -90,7 +90,7 @@ def test_gao2025_preset_follows_the_recipe():
     assert m.act_sparsity == 0.25 and sorted(m.act_sparsity_sites) == sorted(ACT_SPARSITY_SITES)
     assert m.bigram and not m.attn_sink and m.d_head == 16
     # Every sparse tensor, embeddings and biases included, ends at one density fraction.
-    total = schedule_from_config(config.schedule).total_steps
+    total = build_schedule(config.schedule).total_steps
     sparsifier = Sparsifier(SparseGPT(m), s, total)
     assert set(sparsifier.targets.values()) == {1 / 16}
     # The budget holds the floor of 4 per row and per column of every matrix.
