@@ -6,6 +6,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
@@ -54,21 +56,27 @@ def _cli(*args):
     return [sys.executable, "-m", "sparsecircuits.cli", *args], env
 
 
+def _kill_train_when(config: Path, out: Path, ready: Callable[[], bool]) -> int:
+    """Start ``sparsecircuits train`` in a subprocess, SIGKILL it once ``ready()``; return
+    its exit status."""
+    command, env = _cli("train", str(config), "--out", str(out))
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not ready() and time.time() < deadline:
+        time.sleep(0.002)
+    process.send_signal(signal.SIGKILL)
+    return process.wait()
+
+
 def test_resume_after_kill_matches_uninterrupted_run(tmp_path, micro_config):
     config = micro_config("schedule.cycles=8", "schedule.steps_per_block=8", "run.log_every=1")
     path = _write_config(tmp_path, config)
     whole = train(config, tmp_path / "whole", progress=False)
 
     killed = tmp_path / "killed"
-    command, env = _cli("train", str(path), "--out", str(killed))
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while len(ckpt.list_checkpoints(killed)) < 3 and time.time() < deadline:
-        time.sleep(0.005)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert process.returncode == -signal.SIGKILL
+    status = _kill_train_when(path, killed, lambda: len(ckpt.list_checkpoints(killed)) >= 3)
+    assert status == -signal.SIGKILL
     done = len(ckpt.list_checkpoints(killed))
     assert 3 <= done < 16, "the kill must land mid-run"
 
@@ -139,15 +147,8 @@ def test_resume_after_a_kill_before_the_first_checkpoint(tmp_path, micro_config)
     path = _write_config(tmp_path, config)
     whole = train(config, tmp_path / "whole", progress=False)
     killed = tmp_path / "killed"
-    command, env = _cli("train", str(path), "--out", str(killed))
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
     metrics = killed / "metrics.jsonl"
-    deadline = time.time() + 120
-    while (not metrics.exists() or len(read_lines(metrics)) < 2) and time.time() < deadline:
-        time.sleep(0.002)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    _kill_train_when(path, killed, lambda: metrics.exists() and len(read_lines(metrics)) >= 2)
     assert ckpt.list_checkpoints(killed) == [], "the kill must land before the first checkpoint"
     command, env = _cli("train", str(path), "--out", str(killed), "--resume")
     subprocess.run(command, env=env, check=True, capture_output=True)
