@@ -13,6 +13,7 @@ Everything resumes: run the command again after a kill and it continues where it
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -126,8 +127,12 @@ def _steps_logged(path: Path) -> int:
     metrics = RunDir(path).metrics
     if not metrics.exists():
         return 0
-    lines = metrics.read_text(encoding="utf-8").splitlines()
-    return int(lines[-1].split('"step": ', 1)[1].split(",", 1)[0]) + 1 if lines else 0
+    for line in reversed(metrics.read_text(encoding="utf-8").splitlines()):
+        try:
+            return int(json.loads(line)["step"]) + 1
+        except (ValueError, KeyError):  # a line the trainer is still writing
+            continue
+    return 0
 
 
 def _circuits_done(path: Path) -> int:

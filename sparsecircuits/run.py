@@ -40,7 +40,7 @@ from sparsecircuits.config import Config
 from sparsecircuits.data.tasks import TASKS
 from sparsecircuits.metrics import LossMatrix, read_evals
 from sparsecircuits.model import SparseGPT
-from sparsecircuits.rundir import STEP_NAME, RunDir
+from sparsecircuits.rundir import STEP_NAME, RunDir, step_name
 
 Step = int | str
 
@@ -137,7 +137,7 @@ class Run:
         if isinstance(step, str):
             if not STEP_NAME.fullmatch(step):
                 raise CheckpointError(f"{self.path}: {step!r} is no checkpoint folder name "
-                                      f"(eight digits, e.g. {steps[-1]:08d})")
+                                      f"(eight digits, e.g. {step_name(steps[-1])})")
             step = int(step)
         elif isinstance(step, int | np.integer) and step < 0:
             if -step > len(steps):
