@@ -34,8 +34,10 @@ def _train(args: argparse.Namespace) -> None:
 
 def _extract(args: argparse.Namespace) -> None:
     from sparsecircuits.circuits.extract import extract_run
+    from sparsecircuits.circuits.prune import PruneConfig
 
-    extract_run(Path(args.run_dir), tasks=args.tasks, seeds=args.seeds, threads=args.threads)
+    extract_run(Path(args.run_dir), tasks=args.tasks, seeds=args.seeds, threads=args.threads,
+                config=PruneConfig(reference=args.reference))
 
 
 def _timeline(args: argparse.Namespace) -> None:
@@ -115,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--threads", type=int, default=None,
                          help="tasks extracted at once, one torch thread each "
                               "(default: the run's run.threads)")
+    extract.add_argument("--reference", choices=("task", "corpus"), default="task",
+                         help="what pruned nodes' means are taken over: the task's own prompts "
+                              "(default) or held-out corpus text (Gao et al.'s pretraining "
+                              "mean); one reference per run: done circuits are kept")
     extract.set_defaults(func=_extract)
 
     timeline = commands.add_parser("timeline", help="events and recovery metrics of a run")
