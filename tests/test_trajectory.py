@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -152,3 +155,56 @@ def test_spectrum_peaks_at_the_cycle_frequency():
 def test_analyze_rejects_an_unknown_analysis():
     with pytest.raises(ValueError, match="--what"):
         tj.analyze(None, what=("nonsense",))  # type: ignore[arg-type]
+
+
+class _StubRun:
+    """What the run-level functions read of a ``Run``: steps, checkpoints, model(step), path.
+    Two cycles of period 3 after a warm-up; one weight of a sparse tensor flips each cycle."""
+
+    def __init__(self, period: int = 3, cycles: int = 3) -> None:
+        import torch
+
+        from sparsecircuits.run import CheckpointInfo
+
+        self.path = Path("stub")
+        self.checkpoints = [CheckpointInfo(0, -1, 0, "mixed", -1)] + [
+            CheckpointInfo(10 * (i + 1), i // period, i + 1, f"s{i % period}", i % period)
+            for i in range(period * cycles)]
+        self.steps = [c.step for c in self.checkpoints]
+        self._models = {}
+        rng = np.random.default_rng(0)
+        for t, info in enumerate(self.checkpoints):
+            layer = torch.nn.Linear(4, 3)
+            with torch.no_grad():
+                w = rng.normal(size=(3, 4)) + 0.1 * t
+                w[:, 0] = 0  # never alive
+                if info.position == 0:
+                    w[0, 1] = 0  # dies at position 0 of each cycle
+                layer.weight.copy_(torch.tensor(w))
+                layer.bias.copy_(torch.tensor(rng.normal(size=3)))
+            self._models[info.step] = layer
+
+    def model(self, step):
+        return self._models[step]
+
+
+def test_on_a_run_the_numbers_and_the_figures(tmp_path):
+    run = _StubRun()
+    x, sparse, spans = tj.run_weights(run)
+    assert x.shape == (10, 15) and [s[0] for s in spans] == ["weight", "bias"]
+    assert sparse.tolist() == [True] * 12 + [False] * 3  # the bias never has a zero
+    assert tj.schedule_of(run)["period"] == 3
+    numbers = tj.analyze(run, per_tensor=True)
+    assert set(numbers["trajectory"]["tensors"]) == {"weight", "bias"}
+    assert numbers["similarity"]["schedule_period"] == 3
+    assert len(numbers["similarity"]["matrices"]["jaccard"]) == 10
+    assert numbers["oscillation"]["weights"] == 12 and numbers["oscillation"]["flipping"] == 1
+    json.dumps(numbers, allow_nan=True)  # JSON-ready
+
+    from sparsecircuits.figures import trajectory_plots as tp
+
+    written = tp.write_trajectory_figures(run, numbers, tmp_path, formats=("png",))
+    assert sorted(p.stem for p in written) == sorted(tp.FIGURES)
+    assert all(p.stat().st_size > 1000 for p in written)
+    ax = tp.pca_path(run, "masks", numbers=numbers)
+    assert ax.get_xlabel().startswith("PC1") and "cycle 1" in [t.get_text() for t in ax.texts]

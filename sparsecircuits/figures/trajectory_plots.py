@@ -26,7 +26,7 @@ FIGURES = ("trajectory_weights", "trajectory_masks", "similarity", "oscillation"
 
 
 def _run(run: Any) -> Run:
-    return run if isinstance(run, Run) else open_run(run)
+    return open_run(run) if isinstance(run, str | Path) else run
 
 
 def _numbers(run: Run, numbers: dict[str, Any] | None, what: str) -> dict[str, Any]:
