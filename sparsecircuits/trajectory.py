@@ -173,6 +173,23 @@ def detect_period(matrix: np.ndarray, max_lag: int | None = None) -> int | None:
     return min(lag for lag, margin in peaks.items() if margin >= top / 2)
 
 
+def same_source_contrast(matrix: np.ndarray, sources: list[str], min_lag: int = 2
+                         ) -> dict[str, float]:
+    """Mean of ``matrix[i, j]`` (``i < j``, ``j - i >= min_lag``) over pairs whose rows trained
+    the same source (``same``) and different sources (``different``). Read off the
+    step-from-previous cosine it says whether steps on one source align wherever they fall in
+    time, which a shuffled control can show too (its period cannot)."""
+    m = np.asarray(matrix, dtype=np.float64)
+    same, different = [], []
+    for i in range(len(m)):
+        for j in range(i + min_lag, len(m)):
+            if np.isfinite(m[i, j]):
+                (same if sources[i] == sources[j] else different).append(m[i, j])
+    return {"same": float(np.mean(same)) if same else float("nan"),
+            "different": float(np.mean(different)) if different else float("nan"),
+            "pairs_same": len(same), "pairs_different": len(different)}
+
+
 # -- 3. mask oscillation -------------------------------------------------------------------
 
 
@@ -300,10 +317,14 @@ def trajectory(run: Run, per_tensor: bool = False, components: int = 3,
 def similarity(run: Run, weights: tuple[np.ndarray, np.ndarray, list] | None = None
                ) -> dict[str, Any]:
     """:func:`similarity_matrices` of the run, each with the period :func:`detect_period`
-    reads off it, beside the schedule's period."""
+    reads off it, beside the schedule's period, and the step cosine of same-source against
+    different-source blocks (:func:`same_source_contrast`; row ``i`` of the step matrix is the
+    step into checkpoint ``i + 1``, which trained that checkpoint's source)."""
     x, sparse, _ = weights if weights is not None else run_weights(run)
     mats = similarity_matrices(x, x[:, sparse] != 0)
+    sources = [c.source for c in run.checkpoints]
     return {"schedule_period": schedule_of(run)["period"],
+            "step_cosine_by_source": same_source_contrast(mats["from_previous"], sources[1:]),
             "matrices": {k: np.nan_to_num(m, nan=0.0).tolist() for k, m in mats.items()},
             "periods": {k: detect_period(m) for k, m in mats.items()},
             "lag_profiles": {k: lag_profile(m).tolist() for k, m in mats.items()}}

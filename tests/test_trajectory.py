@@ -208,3 +208,13 @@ def test_on_a_run_the_numbers_and_the_figures(tmp_path):
     assert all(p.stat().st_size > 1000 for p in written)
     ax = tp.pca_path(run, "masks", numbers=numbers)
     assert ax.get_xlabel().startswith("PC1") and "cycle 1" in [t.get_text() for t in ax.texts]
+
+
+def test_same_source_steps_align_wherever_they_fall():
+    rng = np.random.default_rng(2)
+    sources = list("abcabc") + list("cabbca")  # periodic, then shuffled
+    directions = {s: rng.normal(size=100) for s in "abc"}
+    steps = np.stack([directions[s] + 0.5 * rng.normal(size=100) for s in sources])
+    contrast = tj.same_source_contrast(tj.cosine_matrix(steps), sources)
+    assert contrast["same"] > 0.6 and abs(contrast["different"]) < 0.15
+    assert contrast["pairs_same"] + contrast["pairs_different"] == 12 * 11 // 2 - 11  # not adjacent
