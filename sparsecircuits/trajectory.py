@@ -240,8 +240,10 @@ def mask_oscillation(alive: np.ndarray, period: float, permutations: int = 200,
     ``1 - alpha`` quantile of its own power under ``permutations`` random orders of the
     checkpoints (the shuffled-time control; the same orders for every weight) and it leaves
     and re-enters the kept set at least once. Returns per-weight ``power``, ``threshold``,
-    ``leaves``, ``returns`` and ``oscillating`` (bool), and ``expected_false``: how many
-    weights that flip at all would pass by chance (``alpha`` times their number)."""
+    ``leaves``, ``returns`` and ``oscillating`` (bool), and ``expected_false``, ``alpha``
+    times the number of weights that flip at all: an upper bound on the weights that pass by
+    chance (a weight that flips once or twice has a coarse, tied null, and must beat its
+    quantile strictly, so far fewer pass; compare against a shuffled control run instead)."""
     a = np.asarray(alive, dtype=bool)
     x = a.astype(np.float64)
     power = period_power(x, period)
