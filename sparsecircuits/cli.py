@@ -4,6 +4,7 @@
     sparsecircuits extract RUN_DIR [--tasks T ...] [--seeds N] [--threads N]
     sparsecircuits timeline RUN_DIR [--control RUN_DIR]
     sparsecircuits export RUN_DIR [--weight-graphml]
+    sparsecircuits analyze RUN_DIR [--what trajectory,similarity,oscillation] [--per-tensor]
     sparsecircuits figures RUN_DIR [--control RUN_DIR] [--format pdf,svg,png] [--out DIR]
     sparsecircuits view RUN_DIR [--html OUT.html] [--task T ...]
     sparsecircuits demo [--out DIR] [--set section.field=value ...]
@@ -76,6 +77,25 @@ def _figures(args: argparse.Namespace) -> None:
         print(f"sparsecircuits: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     print(f"wrote {len(written) - 1} figure files and {written[-1]}")
+def _analyze(args: argparse.Namespace) -> None:
+    from sparsecircuits.checkpoint import write_json
+    from sparsecircuits.figures.trajectory_plots import write_trajectory_figures
+    from sparsecircuits.run import open_run
+    from sparsecircuits.trajectory import analyze
+
+    run = open_run(args.run_dir)
+    what = tuple(w.strip() for w in args.what.split(",") if w.strip())
+    try:
+        numbers = analyze(run, what, per_tensor=args.per_tensor)
+    except ValueError as err:
+        print(f"sparsecircuits: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    run.dir.trajectory.parent.mkdir(exist_ok=True)
+    write_json(run.dir.trajectory, numbers, indent=1)
+    written = write_trajectory_figures(run, numbers, run.dir.figures)
+    print(f"wrote {run.dir.trajectory} and {len(written)} figure files in {run.dir.figures}")
+
+
 def _view(args: argparse.Namespace) -> None:
     from sparsecircuits import open_run
     from sparsecircuits.viewer import export_html
@@ -144,6 +164,16 @@ def build_parser() -> argparse.ArgumentParser:
     figures.add_argument("--out", metavar="DIR",
                          help="folder for the figures (default: RUN/figures)")
     figures.set_defaults(func=_figures)
+    analyze = commands.add_parser("analyze", help="time in the weights: PCA path, checkpoint "
+                                  "similarity, mask oscillation (analysis/trajectory.json)")
+    analyze.add_argument("run_dir", metavar="RUN")
+    analyze.add_argument("--what", default="trajectory,similarity,oscillation",
+                         metavar="trajectory,similarity,oscillation",
+                         help="comma-separated analyses (default: all three)")
+    analyze.add_argument("--per-tensor", action="store_true",
+                         help="also the PCA path of each tensor")
+    analyze.set_defaults(func=_analyze)
+
     view = commands.add_parser("view", help="the circuit viewer as one self-contained HTML page")
     view.add_argument("run_dir")
     view.add_argument("--html", help="where to write the page (default: in RUN_DIR/viewer/)")

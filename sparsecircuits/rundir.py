@@ -18,6 +18,8 @@ extractor, the timeline, the viewer and the figures ask a :class:`RunDir` for it
       <task>.seed<k>.json                re-extraction with seed k (the noise floor)
       <task>[.seed<k>].mask.safetensors  trained mask logits: the next checkpoint's warm start
     analysis/summary.json                the timeline's headline numbers (`timeline`)
+    analysis/trajectory.json             weight trajectory, similarity, mask oscillation
+                                         (`analyze`, sparsecircuits.trajectory)
     exports/                             GEXF, node-link JSON, GraphML, CSV (`export`, opt-in)
     viewer/bundle.bin, viewer/viewer.html  the viewer's bundle and page (caches, rebuilt on change)
     figures/                             publication figures (`figures`)
@@ -46,6 +48,7 @@ VIEWER = "viewer"
 FIGURES = "figures"
 MODEL_FILE, STATE_FILE, META_FILE = "model.safetensors", "state.safetensors", "meta.json"
 SUMMARY_FILE = "summary.json"
+TRAJECTORY_FILE = "trajectory.json"
 REPORT = "REPORT.md"
 BUNDLE_FILE, PAGE_FILE = "bundle.bin", "viewer.html"
 DERIVED = (ANALYSIS, EXPORTS, VIEWER, FIGURES, REPORT, LOCK)
@@ -59,7 +62,8 @@ CIRCUIT_FILE = re.compile(r"(?P<task>[a-z0-9_:]+?)(?:\.seed(?P<seed>[1-9]\d*))?\
 
 TREE = (LOCK, CONFIG, METRICS, EVALS, f"{CHECKPOINTS}/<step>/", MODEL_FILE, STATE_FILE,
         META_FILE, f"{CIRCUITS}/<step>/", "<task>.json", "<task>.seed<k>.json",
-        "<task>[.seed<k>].mask.safetensors", f"{ANALYSIS}/{SUMMARY_FILE}", f"{EXPORTS}/",
+        "<task>[.seed<k>].mask.safetensors", f"{ANALYSIS}/{SUMMARY_FILE}",
+        f"{ANALYSIS}/{TRAJECTORY_FILE}", f"{EXPORTS}/",
         f"{VIEWER}/", f"{FIGURES}/", REPORT)
 """Every entry of the tree above, as README's "A run folder" must name it."""
 
@@ -112,6 +116,11 @@ class RunDir:
     @property
     def summary(self) -> Path:
         return self.root / ANALYSIS / SUMMARY_FILE
+
+    @property
+    def trajectory(self) -> Path:
+        """The numbers of `analyze` (:mod:`sparsecircuits.trajectory`)."""
+        return self.root / ANALYSIS / TRAJECTORY_FILE
 
     @property
     def exports(self) -> Path:

@@ -1,0 +1,155 @@
+"""Figures of time in the weights (:mod:`sparsecircuits.trajectory`): the PCA path coloured by
+position in the cycle, the checkpoint x checkpoint similarity heatmaps and the mask
+oscillation spectrum.
+
+Each takes the run (a folder or a ``Run``), an optional ``ax`` (``fig`` for the heatmaps) and
+optionally the numbers of :func:`sparsecircuits.trajectory.analyze` (computed when not given).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from sparsecircuits import trajectory as tj
+from sparsecircuits.figures.plots import say
+from sparsecircuits.figures.style import NEUTRAL, ONE_COLUMN, TWO_COLUMN, save, style
+from sparsecircuits.run import Run, open_run
+
+FIGURES = ("trajectory_weights", "trajectory_masks", "similarity", "oscillation")
+"""The files `analyze` writes (one per figure, PDF and PNG)."""
+
+
+def _run(run: Any) -> Run:
+    return open_run(run) if isinstance(run, str | Path) else run
+
+
+def _numbers(run: Run, numbers: dict[str, Any] | None, what: str) -> dict[str, Any]:
+    if numbers is not None and what in numbers:
+        return numbers[what]
+    return tj.analyze(run, (what,))[what]
+
+
+def pca_path(run: Any, kind: str = "weights", ax: Axes | None = None,
+             numbers: dict[str, Any] | None = None) -> Axes:
+    """The run's path in the plane of the first two principal components of its ``kind``
+    (``weights`` or ``masks``): each checkpoint coloured by its position in the cycle, the
+    first checkpoint of each cycle ringed and labelled, the warm-up in grey."""
+    run = _run(run)
+    with style():
+        if ax is None:
+            _, ax = plt.subplots(figsize=(ONE_COLUMN, ONE_COLUMN * 0.85), layout="constrained")
+        data = _numbers(run, numbers, "trajectory")[kind]
+        coords = np.asarray(data["coords"])
+        if coords.shape[0] < 2 or coords.shape[1] < 2:
+            return say(ax, "fewer than two checkpoints or components: no path to draw")
+        sched = tj.schedule_of(run)
+        cycles, positions, period = sched["cycles"], sched["positions"], max(sched["period"], 1)
+        ax.plot(coords[:, 0], coords[:, 1], color=NEUTRAL, lw=0.6, zorder=1)
+        cmap = plt.get_cmap("viridis")
+        colours = [cmap(p / max(period - 1, 1)) if c >= 0 else NEUTRAL
+                   for c, p in zip(cycles, positions, strict=True)]
+        ax.scatter(coords[:, 0], coords[:, 1], c=colours, s=14, zorder=2, edgecolors="none")
+        for i in range(len(cycles)):
+            if cycles[i] >= 0 and (i == 0 or cycles[i] != cycles[i - 1]):
+                ax.scatter(coords[i, 0], coords[i, 1], s=40, facecolors="none",
+                           edgecolors="black", lw=0.7, zorder=3)
+                ax.annotate(f"cycle {cycles[i]}", coords[i, :2], xytext=(3, 3),
+                            textcoords="offset points", fontsize=6)
+        exp = data["explained"]
+        ax.set_xlabel(f"PC1 ({100 * exp[0]:.0f} % of variance)")
+        ax.set_ylabel(f"PC2 ({100 * exp[1]:.0f} %)")
+        ax.set_title(f"{kind}: path through the checkpoints (closure "
+                     f"{data['closure']:.2f})")
+        sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, period - 1))
+        bar = ax.figure.colorbar(sm, ax=ax, shrink=0.8)
+        bar.set_label("position in the cycle")
+    return ax
+
+
+def similarity_heatmaps(run: Any, fig: Figure | None = None,
+                        numbers: dict[str, Any] | None = None) -> Figure:
+    """Three checkpoint x checkpoint heatmaps: cosine of displacements from the start and from
+    the previous checkpoint, and Jaccard overlap of the masks, each titled with the period
+    read off it beside the schedule's; cycle boundaries dashed."""
+    run = _run(run)
+    with style():
+        if fig is None:
+            fig = plt.figure(figsize=(TWO_COLUMN, TWO_COLUMN * 0.33), layout="constrained")
+        data = _numbers(run, numbers, "similarity")
+        names = (("from_start", "cosine of displacement from start"),
+                 ("from_previous", "cosine of step from previous"),
+                 ("jaccard", "Jaccard of alive sets"))
+        axes = fig.subplots(1, 3)
+        cycles = tj.schedule_of(run)["cycles"]
+        for ax, (key, title) in zip(axes, names, strict=True):
+            if key not in data["matrices"]:
+                say(ax, f"no {key} matrix")
+                continue
+            m = np.asarray(data["matrices"][key], dtype=float)
+            offset = len(cycles) - len(m)  # displacement matrices start at checkpoint 1
+            vmin = -1 if key != "jaccard" else None
+            im = ax.imshow(m, cmap="RdBu_r" if key != "jaccard" else "cividis", vmin=vmin,
+                           vmax=1 if key != "jaccard" else None, interpolation="nearest")
+            for i in range(1, len(cycles)):
+                if cycles[i] != cycles[i - 1] and i - offset >= 0:
+                    for line in (ax.axhline, ax.axvline):
+                        line(i - offset - 0.5, color="black", lw=0.5, ls=(0, (3, 2)))
+            found = data["periods"].get(key)
+            ax.set_title(f"{title}\nperiod found {found if found else 'none'}, schedule "
+                         f"{data['schedule_period']}")
+            ax.set_xlabel("checkpoint")
+            fig.colorbar(im, ax=ax, shrink=0.7)
+        axes[0].set_ylabel("checkpoint")
+    return fig
+
+
+def oscillation_spectrum(run: Any, ax: Axes | None = None,
+                         numbers: dict[str, Any] | None = None) -> Axes:
+    """The mean power spectrum of the alive sequences of the weights that flip, with the
+    cycle's frequency marked and the count of weights that oscillate with it beyond the
+    shuffled-time control."""
+    run = _run(run)
+    with style():
+        if ax is None:
+            _, ax = plt.subplots(figsize=(ONE_COLUMN, ONE_COLUMN * 0.7), layout="constrained")
+        data = _numbers(run, numbers, "oscillation")
+        freqs = np.asarray(data["spectrum"]["freqs"])
+        power = np.asarray(data["spectrum"]["power"])
+        if data["flipping"] == 0 or len(freqs) < 2:
+            return say(ax, "no weight leaves or enters the kept set: no spectrum")
+        ax.plot(freqs[1:], power[1:], marker="o", color="black")
+        ax.axvline(1 / data["period"], color=NEUTRAL, ls=(0, (3, 2)), lw=0.7)
+        ax.text(1 / data["period"], ax.get_ylim()[1], " cycle", va="top", fontsize=6)
+        ax.set_xlabel("frequency (cycles per checkpoint)")
+        ax.set_ylabel("mean power / variance")
+        ax.set_title(f"{data['oscillating']} of {data['flipping']} flipping weights oscillate "
+                     f"with the cycle")
+    return ax
+
+
+def write_trajectory_figures(run: Any, numbers: dict[str, Any], out: str | Path,
+                             formats: tuple[str, ...] = ("pdf", "png")) -> list[Path]:
+    """The figures of the analyses in ``numbers`` into ``out``; returns the files."""
+    run = _run(run)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    drawn: list[tuple[str, Figure]] = []
+    if "trajectory" in numbers:
+        for kind in ("weights", "masks"):
+            drawn.append((f"trajectory_{kind}",
+                          pca_path(run, kind, numbers=numbers).figure))
+    if "similarity" in numbers:
+        drawn.append(("similarity", similarity_heatmaps(run, numbers=numbers)))
+    if "oscillation" in numbers:
+        drawn.append(("oscillation", oscillation_spectrum(run, numbers=numbers).figure))
+    written = []
+    for name, fig in drawn:
+        written += [save(fig, out / f"{name}.{fmt}") for fmt in formats]
+        plt.close(fig)
+    return written
