@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from sparsecircuits import trajectory as tj
 from sparsecircuits.figures.plots import say
@@ -96,6 +97,8 @@ def similarity_heatmaps(run: Any, fig: Figure | None = None,
             vmin = -1 if key != "jaccard" else None
             im = ax.imshow(m, cmap="RdBu_r" if key != "jaccard" else "cividis", vmin=vmin,
                            vmax=1 if key != "jaccard" else None, interpolation="nearest")
+            for axis in (ax.xaxis, ax.yaxis):  # checkpoints are counted, not measured
+                axis.set_major_locator(MaxNLocator(integer=True))
             for i in range(1, len(cycles)):
                 if cycles[i] != cycles[i - 1] and i - offset >= 0:
                     for line in (ax.axhline, ax.axvline):
