@@ -13,6 +13,7 @@ import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +94,12 @@ class RunAnalysis:
 
     def summary(self) -> dict[str, Any]:
         """The headline numbers of the run: a flat ``{name: value}``, values float or
-        ``(estimate, low, high)``; ``notes`` lists what could not be computed and why."""
+        ``(estimate, low, high)``; ``notes`` lists what could not be computed and why.
+        Computed once per analysis; each call returns its own copy."""
+        return {key: list(v) if isinstance(v, list) else v for key, v in self._summary.items()}
+
+    @cached_property
+    def _summary(self) -> dict[str, Any]:
         b = self.behaviour
         out: dict[str, Any] = {
             "run": str(self.run_dir),

@@ -12,6 +12,7 @@ import matplotlib as mpl
 
 mpl.use("Agg")
 
+import conftest
 import matplotlib.pyplot as plt
 import networkx as nx
 import numpy as np
@@ -31,13 +32,7 @@ from sparsecircuits.metrics import LossMatrix
 from sparsecircuits.run import open_run
 from sparsecircuits.train import train
 
-MICRO = {
-    "model": {"d_model": 32, "n_layers": 1, "n_heads": 2, "d_head": 16, "d_mlp": 64},
-    "schedule": {"sources": ["quote", "closer"], "steps_per_block": 6, "cycles": 3},
-    "data": {"source_rows": 8, "lm_rows": 4, "eval_examples": 16, "eval_windows": 4},
-    "sparsity": {"matrix_density": 0.25, "embed_density": 0.5, "anneal_end": 0.5},
-    "run": {"threads": 1, "log_every": 1},
-}
+MICRO = {**conftest.MICRO, "schedule": {**conftest.MICRO["schedule"], "cycles": 3}}
 """conftest's micro config with a third cycle (the shift-averaged curve needs cycles ≥ 1)."""
 
 
