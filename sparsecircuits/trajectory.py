@@ -13,7 +13,10 @@ function that applies it to a :class:`~sparsecircuits.run.Run`:
   of the alive sets; :func:`detect_period` reads the period of a block pattern off a matrix.
 - :func:`mask_oscillation` / :func:`oscillation`: per weight, how often it leaves and
   re-enters the kept set and the power of its alive sequence at the cycle's frequency, against
-  a shuffled-time control (the checkpoints' order permuted).
+  a shuffled-time control (the checkpoints' order permuted); and, where the run's circuits are
+  extracted, where those weights sit (:func:`circuit_share`): the share of oscillating weights
+  that are an edge of some task's circuit, against the share among all flipping weights and
+  among all weights ever alive.
 
 Masks are read from the tensors that are weight-sparse (some weight zero at some checkpoint);
 dense tensors (all alive throughout) are left out of the mask analyses.
@@ -260,7 +263,68 @@ def mask_oscillation(alive: np.ndarray, period: float, permutations: int = 200,
             "expected_false": float(alpha * flips.sum())}
 
 
+def circuit_share(groups: dict[str, np.ndarray], in_circuit: np.ndarray) -> dict[str, Any]:
+    """For each named group of weights (a boolean mask over the same ``N`` weights as
+    ``in_circuit``), its size and the share of it that lies in a circuit; ``enrichment`` is the
+    share of the first group over the share of the last (nan when that is 0)."""
+    shares = {name: {"weights": int(g.sum()),
+                     "in_circuits": float(in_circuit[g].mean()) if g.any() else float("nan")}
+              for name, g in groups.items()}
+    names = list(groups)
+    first, last = shares[names[0]]["in_circuits"], shares[names[-1]]["in_circuits"]
+    return {"groups": shares,
+            "enrichment": first / last if last and not np.isnan(last) else float("nan")}
+
+
 # -- on a run ------------------------------------------------------------------------------
+
+
+def weight_edges(run: Run, spans: list[tuple[str, int, int]], columns: np.ndarray
+                 ) -> list[tuple[str, str] | None]:
+    """The weight-graph edge (source node, target node) of each of ``columns`` (indices into
+    :func:`run_weights`' flat weights); None for a column that is no edge (a bias, a dense
+    tensor)."""
+    from sparsecircuits.circuits.graph import weight_sites
+
+    sites = {site.param: site for site in weight_sites(run.config.model)}
+    shapes = {name: tuple(p.shape) for name, p in run.model(run.steps[0]).named_parameters()}
+    starts = np.array([a for _, a, _ in spans])
+    edges: list[tuple[str, str] | None] = []
+    for column in columns:
+        name, start, _ = spans[int(np.searchsorted(starts, column, side="right")) - 1]
+        site = sites.get(name)
+        if site is None:
+            edges.append(None)
+            continue
+        row, col = divmod(int(column) - start, shapes[name][1])
+        source, target = (col, row) if site.linear else (row, col)
+        edges.append((f"{site.source}:{source}", f"{site.target}:{target}"))
+    return edges
+
+
+def circuit_nodes(run: Run, steps: list[int]) -> dict[str, list[set[str]]]:
+    """Per task, the node sets of its solved circuits at ``steps`` (empty where unsolved or not
+    extracted)."""
+    out: dict[str, list[set[str]]] = {}
+    for task in run.tasks:
+        out[task] = [set(run.circuit(task, step).nodes)
+                     if run.dir.circuit_file(step, task).exists() else set() for step in steps]
+    return out
+
+
+def in_circuits(edges: list[tuple[str, str]], alive: np.ndarray, nodes: list[set[str]]
+                ) -> np.ndarray:
+    """Per weight (column of ``alive``, ``T`` x ``N``, with its edge in ``edges``): whether at
+    some checkpoint ``t`` it is alive and both its ends are in ``nodes[t]`` (it is an edge of
+    that circuit)."""
+    index = {node: i for i, node in enumerate(sorted({n for edge in edges for n in edge}))}
+    ends = np.array([[index[a], index[b]] for a, b in edges], dtype=np.int64).reshape(-1, 2)
+    hit = np.zeros(len(edges), dtype=bool)
+    for t, kept in enumerate(nodes):
+        member = np.zeros(len(index), dtype=bool)
+        member[[index[n] for n in kept if n in index]] = True
+        hit |= member[ends[:, 0]] & member[ends[:, 1]] & alive[t]
+    return hit
 
 
 def run_weights(run: Run, tensors: list[str] | None = None
@@ -351,6 +415,7 @@ def oscillation(run: Run, weights: tuple[np.ndarray, np.ndarray, list] | None = 
             per_tensor[name] = int(result["oscillating"][col:col + b - a].sum())
             col += b - a
     return {"period": sched["period"], "checkpoints": int(rows.sum()),
+            "in_circuits": _oscillation_in_circuits(run, spans, sparse, rows, alive, result),
             "weights": int(alive.shape[1]), "flipping": result["flipping"],
             "oscillating": int(result["oscillating"].sum()),
             "expected_false": result["expected_false"], "alpha": alpha,
@@ -359,6 +424,29 @@ def oscillation(run: Run, weights: tuple[np.ndarray, np.ndarray, list] | None = 
             if flipping.any() else float("nan"),
             "per_tensor": per_tensor,
             "spectrum": {"freqs": freqs.tolist(), "power": power.tolist()}}
+
+
+def _oscillation_in_circuits(run: Run, spans: list[tuple[str, int, int]], sparse: np.ndarray,
+                             rows: np.ndarray, alive: np.ndarray, result: dict[str, Any]
+                             ) -> dict[str, Any] | str:
+    """:func:`circuit_share` of the oscillating, the flipping and the ever-alive weights that
+    are edges, per task and over all tasks; a sentence when no circuit is extracted."""
+    steps = [s for s, r in zip(run.steps, rows, strict=True) if r]
+    if not any(run.dir.circuit_files(step) for step in steps):
+        return f"no circuits extracted; run `sparsecircuits extract {run.path}`"
+    ever = alive.any(axis=0)
+    flipping = (result["leaves"] + result["returns"]) > 0
+    keep = np.flatnonzero(ever)  # only weights ever alive can sit in a circuit
+    edges = weight_edges(run, spans, np.flatnonzero(sparse)[keep])
+    is_edge = np.array([e is not None for e in edges])
+    keep, edges = keep[is_edge], [e for e in edges if e is not None]
+    groups = {"oscillating": result["oscillating"][keep], "flipping": flipping[keep],
+              "alive": np.ones(len(keep), dtype=bool)}
+    per_task = {task: in_circuits(edges, alive[:, keep], nodes)
+                for task, nodes in circuit_nodes(run, steps).items()}
+    any_task = np.logical_or.reduce(list(per_task.values()))
+    return {**circuit_share(groups, any_task),
+            "tasks": {task: circuit_share(groups, hit) for task, hit in per_task.items()}}
 
 
 def analyze(run: Run, what: tuple[str, ...] = WHAT, per_tensor: bool = False

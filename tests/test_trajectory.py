@@ -165,8 +165,10 @@ class _StubRun:
         import torch
 
         from sparsecircuits.run import CheckpointInfo
+        from sparsecircuits.rundir import RunDir
 
         self.path = Path("stub")
+        self.dir = RunDir(self.path)  # no circuits there
         self.checkpoints = [CheckpointInfo(0, -1, 0, "mixed", -1)] + [
             CheckpointInfo(10 * (i + 1), i // period, i + 1, f"s{i % period}", i % period)
             for i in range(period * cycles)]
@@ -199,6 +201,7 @@ def test_on_a_run_the_numbers_and_the_figures(tmp_path):
     assert numbers["similarity"]["schedule_period"] == 3
     assert len(numbers["similarity"]["matrices"]["jaccard"]) == 10
     assert numbers["oscillation"]["weights"] == 12 and numbers["oscillation"]["flipping"] == 1
+    assert numbers["oscillation"]["in_circuits"].startswith("no circuits extracted")
     json.dumps(numbers, allow_nan=True)  # JSON-ready
 
     from sparsecircuits.figures import trajectory_plots as tp
@@ -218,3 +221,55 @@ def test_same_source_steps_align_wherever_they_fall():
     contrast = tj.same_source_contrast(tj.cosine_matrix(steps), sources)
     assert contrast["same"] > 0.6 and abs(contrast["different"]) < 0.15
     assert contrast["pairs_same"] + contrast["pairs_different"] == 12 * 11 // 2 - 11  # not adjacent
+
+
+def test_circuit_share_and_membership_by_hand():
+    edges = [("a:0", "b:0"), ("a:0", "b:1"), ("a:1", "b:1")]
+    alive = np.array([[1, 1, 0], [1, 0, 1]], dtype=bool)
+    # checkpoint 0: circuit {a:0, b:1} holds edge 1 (alive); checkpoint 1: {a:1, b:1} holds
+    # edge 2 (alive); edge 0 never has both ends in a circuit
+    hit = tj.in_circuits(edges, alive, [{"a:0", "b:1"}, {"a:1", "b:1", "c:9"}])
+    assert hit.tolist() == [False, True, True]
+    assert not tj.in_circuits(edges, alive, [{"a:0", "b:1"}, set()])[2]  # alive only at t=1
+    share = tj.circuit_share({"osc": np.array([0, 1, 1], dtype=bool),
+                              "all": np.ones(3, dtype=bool)}, hit)
+    assert share["groups"]["osc"] == {"weights": 2, "in_circuits": 1.0}
+    assert share["groups"]["all"]["in_circuits"] == pytest.approx(2 / 3)
+    assert share["enrichment"] == pytest.approx(1.5)
+
+
+def test_weight_columns_map_to_the_weight_graph_and_its_circuits(tmp_path, micro_config):
+    """Oracle: the weight graph and the circuits' graphs, built by sparsecircuits.circuits."""
+    from sparsecircuits.circuits.extract import extract_run
+    from sparsecircuits.circuits.graph import WEIGHT_KINDS
+    from sparsecircuits.circuits.prune import PruneConfig
+    from sparsecircuits.run import open_run
+    from sparsecircuits.train import train
+
+    run_dir = train(micro_config(), tmp_path / "run", progress=False)
+    extract_run(run_dir, progress=False, threads=1, config=PruneConfig(target_loss=0.7))
+    run = open_run(run_dir)
+    x, sparse, spans = tj.run_weights(run)
+    columns = np.flatnonzero(sparse & (x[-1] != 0))
+    edges = tj.weight_edges(run, spans, columns)
+    graph = run.weight_graph(-1)
+    weight_edges = {(a, b) for a, b, k in graph.edges(data="kind") if k in WEIGHT_KINDS}
+    found = {e: float(x[-1, c]) for e, c in zip(edges, columns, strict=True) if e is not None}
+    assert set(found) == weight_edges
+    assert all(found[e] == pytest.approx(graph.edges[e]["weight"]) for e in found)
+
+    column_of = {e: c for e, c in zip(edges, columns, strict=True) if e is not None}
+    pairs = list(column_of)
+    alive = x[:, [column_of[e] for e in pairs]] != 0
+    solved = 0
+    for task, sets in tj.circuit_nodes(run, run.steps).items():
+        hit = tj.in_circuits(pairs, alive, sets)
+        expected = set()
+        for t, step in enumerate(run.steps):
+            circuit = run.circuit(task, step)
+            solved += circuit.solved
+            expected |= {(a, b) for a, b, k in circuit.graph.edges(data="kind")
+                         if k in WEIGHT_KINDS and (a, b) in column_of
+                         and x[t, column_of[(a, b)]] != 0}
+        assert {e for e, h in zip(pairs, hit, strict=True) if h} == expected
+    assert solved  # the check saw circuits
