@@ -176,6 +176,17 @@ def detect_period(matrix: np.ndarray, max_lag: int | None = None) -> int | None:
     return min(lag for lag, margin in peaks.items() if margin >= top / 2)
 
 
+def period_contrast(profile: np.ndarray, period: int) -> float:
+    """How much more alike checkpoints ``period`` apart are than those one closer or one
+    further: ``profile[period]`` minus the mean of its two neighbours, on a :func:`lag_profile`.
+    A continuous counterpart of :func:`detect_period`'s yes or no, to average over seeds;
+    nan where the profile does not reach ``period + 1``."""
+    p = np.asarray(profile, dtype=np.float64)
+    if not 1 <= period < len(p) - 1:
+        return float("nan")
+    return float(p[period] - (p[period - 1] + p[period + 1]) / 2)
+
+
 def same_source_contrast(matrix: np.ndarray, sources: list[str], min_lag: int = 2
                          ) -> dict[str, float]:
     """Mean of ``matrix[i, j]`` (``i < j``, ``j - i >= min_lag``) over pairs whose rows trained
@@ -447,6 +458,34 @@ def _oscillation_in_circuits(run: Run, spans: list[tuple[str, int, int]], sparse
     any_task = np.logical_or.reduce(list(per_task.values()))
     return {**circuit_share(groups, any_task),
             "tasks": {task: circuit_share(groups, hit) for task, hit in per_task.items()}}
+
+
+def headline(numbers: dict[str, Any]) -> dict[str, float]:
+    """One number per question of the analyses in ``numbers`` (as :func:`analyze` returns
+    them), named ``<analysis>.<what>``, to set a run's numbers beside another's or to average
+    over seeds. ``similarity.<matrix>.period_found`` is 1 when the matrix's detected period is
+    the schedule's, else 0 (over seeds: the share that found it)."""
+    out: dict[str, float] = {}
+    for kind, t in numbers.get("trajectory", {}).items():
+        if kind in ("weights", "masks"):
+            out[f"trajectory.{kind}.explained_first2"] = t["explained_first2"]
+            out[f"trajectory.{kind}.closure"] = t["closure"]
+    if "similarity" in numbers:
+        sim = numbers["similarity"]
+        period = sim["schedule_period"]
+        for name, profile in sim["lag_profiles"].items():
+            out[f"similarity.{name}.period_found"] = float(sim["periods"][name] == period)
+            out[f"similarity.{name}.period_contrast"] = period_contrast(profile, period)
+        steps = sim["step_cosine_by_source"]
+        out["similarity.step_cosine.same_minus_different"] = steps["same"] - steps["different"]
+    if "oscillation" in numbers:
+        osc = numbers["oscillation"]
+        out["oscillation.oscillating"] = float(osc["oscillating"])
+        out["oscillation.oscillating_share"] = (osc["oscillating"] / osc["flipping"]
+                                                if osc["flipping"] else float("nan"))
+        if isinstance(osc.get("in_circuits"), dict):
+            out["oscillation.in_circuits.enrichment"] = osc["in_circuits"]["enrichment"]
+    return out
 
 
 def analyze(run: Run, what: tuple[str, ...] = WHAT, per_tensor: bool = False

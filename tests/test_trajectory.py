@@ -203,6 +203,11 @@ def test_on_a_run_the_numbers_and_the_figures(tmp_path):
     assert numbers["oscillation"]["weights"] == 12 and numbers["oscillation"]["flipping"] == 1
     assert numbers["oscillation"]["in_circuits"].startswith("no circuits extracted")
     json.dumps(numbers, allow_nan=True)  # JSON-ready
+    head = tj.headline(numbers)
+    assert head["oscillation.oscillating"] == numbers["oscillation"]["oscillating"]
+    assert set(head) >= {"trajectory.weights.closure", "similarity.jaccard.period_found",
+                         "similarity.step_cosine.same_minus_different"}
+    assert "oscillation.in_circuits.enrichment" not in head  # no circuits: no number
 
     from sparsecircuits.figures import trajectory_plots as tp
 
@@ -273,3 +278,11 @@ def test_weight_columns_map_to_the_weight_graph_and_its_circuits(tmp_path, micro
                          and x[t, column_of[(a, b)]] != 0}
         assert {e for e, h in zip(pairs, hit, strict=True) if h} == expected
     assert solved  # the check saw circuits
+
+
+def test_period_contrast_peaks_at_the_period_and_not_elsewhere():
+    points, _ = _periodic_run(4, cycles=4)
+    profile = tj.lag_profile(tj.similarity_matrices(points)["from_previous"])
+    assert tj.period_contrast(profile, 4) > 0.5
+    assert tj.period_contrast(profile, 3) < 0
+    assert np.isnan(tj.period_contrast(profile, len(profile) - 1))
