@@ -119,6 +119,25 @@ def jaccard_matrix(alive: np.ndarray) -> np.ndarray:
     return out
 
 
+def circuit_jaccard(member: np.ndarray, solved: np.ndarray) -> np.ndarray:
+    """Checkpoint x checkpoint Jaccard of one task's circuit edges (``member``: ``T`` x ``E``,
+    edge ``e`` is in the circuit at checkpoint ``t``); rows and columns of checkpoints where the
+    circuit is not solved (or not extracted) are nan, not the 1 of two empty sets."""
+    out = jaccard_matrix(member)
+    out[~solved, :] = np.nan
+    out[:, ~solved] = np.nan
+    return out
+
+
+def mean_matrix(matrices: list[np.ndarray]) -> np.ndarray:
+    """The entry-wise mean of ``matrices`` over those that are not nan there (nan where none
+    is)."""
+    stack = np.stack(matrices)
+    counts = np.isfinite(stack).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, np.nansum(stack, axis=0) / counts, np.nan)
+
+
 def similarity_matrices(points: np.ndarray, alive: np.ndarray | None = None
                         ) -> dict[str, np.ndarray]:
     """``from_start``: cosine of the displacements from the first checkpoint (rows 1..T-1);
@@ -391,18 +410,43 @@ def trajectory(run: Run, per_tensor: bool = False, components: int = 3,
     return out
 
 
+def circuit_matrices(run: Run) -> dict[str, np.ndarray]:
+    """Per task, :func:`circuit_jaccard` over the run's checkpoints (nan at checkpoints without
+    its circuit); empty when no circuit is extracted."""
+    if not run.dir.circuit_steps():
+        return {}
+    timeline = run.timeline()
+    where = [run.steps.index(int(step)) for step in timeline.steps]
+    out = {}
+    for task in timeline.tasks:
+        graph = timeline.circuits[task]
+        member = np.zeros((len(run.steps), len(timeline.weight_graph.edges.keys)), dtype=bool)
+        member[where] = timeline.membership(task).T
+        solved = np.zeros(len(run.steps), dtype=bool)
+        solved[where] = graph.extracted & np.array([bool(a.get("solved")) for a in graph.attrs])
+        out[task] = circuit_jaccard(member, solved)
+    return out
+
+
 def similarity(run: Run, weights: tuple[np.ndarray, np.ndarray, list] | None = None
                ) -> dict[str, Any]:
     """:func:`similarity_matrices` of the run, each with the period :func:`detect_period`
     reads off it, beside the schedule's period, and the step cosine of same-source against
     different-source blocks (:func:`same_source_contrast`; row ``i`` of the step matrix is the
-    step into checkpoint ``i + 1``, which trained that checkpoint's source)."""
+    step into checkpoint ``i + 1``, which trained that checkpoint's source). Where circuits
+    are extracted, ``circuit_matrices`` holds each task's :func:`circuit_matrices` and
+    ``matrices["circuits"]`` their mean (nan where no task's circuit is solved)."""
     x, sparse, _ = weights if weights is not None else run_weights(run)
     mats = similarity_matrices(x, x[:, sparse] != 0)
+    circuits = circuit_matrices(run)
+    if circuits:
+        mats["circuits"] = mean_matrix(list(circuits.values()))
     sources = [c.source for c in run.checkpoints]
     return {"schedule_period": schedule_of(run)["period"],
             "step_cosine_by_source": same_source_contrast(mats["from_previous"], sources[1:]),
-            "matrices": {k: np.nan_to_num(m, nan=0.0).tolist() for k, m in mats.items()},
+            "matrices": {k: (m if k == "circuits" else np.nan_to_num(m, nan=0.0)).tolist()
+                         for k, m in mats.items()},
+            "circuit_matrices": {task: m.tolist() for task, m in circuits.items()},
             "periods": {k: detect_period(m) for k, m in mats.items()},
             "lag_profiles": {k: lag_profile(m).tolist() for k, m in mats.items()}}
 

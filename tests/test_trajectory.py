@@ -279,6 +279,21 @@ def test_weight_columns_map_to_the_weight_graph_and_its_circuits(tmp_path, micro
         assert {e for e, h in zip(pairs, hit, strict=True) if h} == expected
     assert solved  # the check saw circuits
 
+    # each task's checkpoint x checkpoint circuit Jaccard, against the circuits' edge sets
+    from sparsecircuits.metrics import jaccard
+
+    matrices = tj.circuit_matrices(run)
+    assert set(matrices) == set(run.tasks)
+    for task, m in matrices.items():
+        circuits = [run.circuit(task, step) for step in run.steps]
+        last = len(run.steps) - 1
+        for i, j in [(0, last), (last // 2, last), (last, last)]:
+            if circuits[i].solved and circuits[j].solved:
+                expected = jaccard(set(circuits[i].graph.edges), set(circuits[j].graph.edges))
+                assert m[i, j] == pytest.approx(expected)
+            else:
+                assert np.isnan(m[i, j])
+
 
 def test_period_contrast_peaks_at_the_period_and_not_elsewhere():
     points, _ = _periodic_run(4, cycles=4)
@@ -286,3 +301,13 @@ def test_period_contrast_peaks_at_the_period_and_not_elsewhere():
     assert tj.period_contrast(profile, 4) > 0.5
     assert tj.period_contrast(profile, 3) < 0
     assert np.isnan(tj.period_contrast(profile, len(profile) - 1))
+
+
+def test_circuit_jaccard_leaves_unsolved_checkpoints_out():
+    member = np.array([[1, 1, 0], [0, 0, 0], [1, 0, 1]], dtype=bool)
+    m = tj.circuit_jaccard(member, np.array([True, False, True]))
+    assert m[0, 2] == pytest.approx(1 / 3) and m[0, 0] == 1
+    assert np.isnan(m[1]).all() and np.isnan(m[:, 1]).all()  # not the 1 of two empty sets
+    mean = tj.mean_matrix([m, np.full((3, 3), 0.5)])
+    assert mean[0, 2] == pytest.approx((1 / 3 + 0.5) / 2) and mean[1, 1] == 0.5
+    assert np.isnan(tj.mean_matrix([m])[1, 1])

@@ -75,28 +75,30 @@ def pca_path(run: Any, kind: str = "weights", ax: Axes | None = None,
 
 def similarity_heatmaps(run: Any, fig: Figure | None = None,
                         numbers: dict[str, Any] | None = None) -> Figure:
-    """Three checkpoint x checkpoint heatmaps: cosine of displacements from the start and from
-    the previous checkpoint, and Jaccard overlap of the masks, each titled with the period
+    """Checkpoint x checkpoint heatmaps: cosine of displacements from the start and from the
+    previous checkpoint, Jaccard overlap of the masks and (where circuits are extracted) of the
+    task circuits' edges, mean over tasks; each titled with the period
     read off it beside the schedule's; cycle boundaries dashed."""
     run = _run(run)
     with style():
         if fig is None:
-            fig = plt.figure(figsize=(TWO_COLUMN, TWO_COLUMN * 0.33), layout="constrained")
+            fig = plt.figure(figsize=(TWO_COLUMN, TWO_COLUMN * 0.28), layout="constrained")
         data = _numbers(run, numbers, "similarity")
-        names = (("from_start", "cosine of displacement from start"),
-                 ("from_previous", "cosine of step from previous"),
-                 ("jaccard", "Jaccard of alive sets"))
-        axes = fig.subplots(1, 3)
+        names = (("from_start", "cosine of displacement\nfrom start"),
+                 ("from_previous", "cosine of step\nfrom previous"),
+                 ("jaccard", "Jaccard of alive sets"),
+                 ("circuits", "Jaccard of circuits\n(mean over tasks)"))
+        axes = fig.subplots(1, 4)
         cycles = tj.schedule_of(run)["cycles"]
         for ax, (key, title) in zip(axes, names, strict=True):
             if key not in data["matrices"]:
-                say(ax, f"no {key} matrix")
+                say(ax, "no circuits extracted" if key == "circuits" else f"no {key} matrix")
                 continue
             m = np.asarray(data["matrices"][key], dtype=float)
             offset = len(cycles) - len(m)  # displacement matrices start at checkpoint 1
-            vmin = -1 if key != "jaccard" else None
-            im = ax.imshow(m, cmap="RdBu_r" if key != "jaccard" else "cividis", vmin=vmin,
-                           vmax=1 if key != "jaccard" else None, interpolation="nearest")
+            cosine = key.startswith("from_")
+            im = ax.imshow(m, cmap="RdBu_r" if cosine else "cividis", vmin=-1 if cosine else None,
+                           vmax=1 if cosine else None, interpolation="nearest")
             for axis in (ax.xaxis, ax.yaxis):  # checkpoints are counted, not measured
                 axis.set_major_locator(MaxNLocator(integer=True))
             for i in range(1, len(cycles)):
@@ -104,8 +106,8 @@ def similarity_heatmaps(run: Any, fig: Figure | None = None,
                     for line in (ax.axhline, ax.axvline):
                         line(i - offset - 0.5, color="black", lw=0.5, ls=(0, (3, 2)))
             found = data["periods"].get(key)
-            ax.set_title(f"{title}\nperiod found {found if found else 'none'}, schedule "
-                         f"{data['schedule_period']}")
+            ax.set_title(f"{title}\nperiod {found if found else 'none'} "
+                         f"(schedule {data['schedule_period']})")
             ax.set_xlabel("checkpoint")
             fig.colorbar(im, ax=ax, shrink=0.7)
         axes[0].set_ylabel("checkpoint")
