@@ -138,9 +138,9 @@ def _check_split(config: Config, world: int) -> None:
         fewest["data.document_windows"] = d.document_windows + d.lm_rows
     field, rows = min(fewest.items(), key=lambda item: item[1])
     if rows < world:
-        raise ConfigError(f"{field}: a step of {rows} rows ({field} + data.lm_rows) cannot give "
-                          f"each of {world} ranks a row; make them at least {world} together "
-                          f"or train on fewer ranks")
+        raise ConfigError(f"{field}: {field} + data.lm_rows is {rows}, fewer rows a step than "
+                          f"the {world} ranks (each needs one); make it at least {world} or "
+                          f"train on fewer ranks")
 
 
 def _check_memory(config: Config, device: torch.device) -> None:
