@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import sys
 import time
 import traceback
@@ -30,7 +31,8 @@ def _train(args: argparse.Namespace) -> None:
     out = Path(args.out or Path("runs") / Path(args.config).stem)
     start = time.perf_counter()
     train(config, out, resume=args.resume)
-    print(f"trained {out} in {time.perf_counter() - start:.1f} s")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for the run
+        print(f"trained {out} in {time.perf_counter() - start:.1f} s")
 
 
 def _extract(args: argparse.Namespace) -> None:

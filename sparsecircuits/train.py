@@ -14,11 +14,13 @@ every ``run.log_every`` steps), ``evals.jsonl`` and checkpoints, at the paths
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import sys
 from collections import Counter
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,7 @@ from sparsecircuits.data.tasks import (
     train_batch,
 )
 from sparsecircuits.data.tokenizer import TOKENIZER
+from sparsecircuits.distributed import ALONE, Ranks, process_group
 from sparsecircuits.kernels.triton_support import interpreting, triton_available
 from sparsecircuits.model import SparseGPT
 from sparsecircuits.progress import progress_bar
@@ -53,6 +56,8 @@ from sparsecircuits.schedules import MIXED, Schedule, Slot, build_schedule
 from sparsecircuits.sparsity import Churn, Sparsifier, learning_rate, normalize_grad_rms
 
 DOC_PREFIX = "doc:"
+Saved = tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Any]]
+"""A checkpoint read for resuming: weights, optimizer and sparsifier state, meta."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -96,11 +101,13 @@ BASE_BYTES = 2**29
 """torch, the corpus and the evaluation sets (measured: 0.45 GiB RSS once a tiny run is set up)."""
 
 
-def check_run(config: Config) -> Schedule:
+def check_run(config: Config, world: int = 1) -> Schedule:
     """Check what a run needs beyond its config's own fields, before anything is written: the
-    sources, the schedule, the tasks' prompts against ``model.n_ctx``, the kernels, the device
-    and the memory. Raises :class:`ConfigError` naming the field; returns the schedule."""
+    sources, the schedule, the tasks' prompts against ``model.n_ctx``, a row of every batch for
+    each of ``world`` ranks, the kernels, the device and the memory. Raises
+    :class:`ConfigError` naming the field; returns the schedule."""
     check_sources(config)
+    _check_split(config, world)
     try:
         schedule = build_schedule(config.schedule)
     except ValueError as err:  # the schedule's errors name their field
@@ -119,6 +126,21 @@ def check_run(config: Config) -> Schedule:
                               "run.device=\"cuda\" on a machine with one, or use 'auto' or 'torch'")
     _check_memory(config, device)
     return schedule
+
+
+def _check_split(config: Config, world: int) -> None:
+    """Refuse a batch too small to give every rank a row: its smallest step has
+    ``data.source_rows`` (or a scheduled document's ``data.document_windows``) plus
+    ``data.lm_rows`` rows."""
+    d = config.data
+    fewest = {"data.source_rows": d.source_rows + d.lm_rows}
+    if any(name.startswith(DOC_PREFIX) for name in config.schedule.sources):
+        fewest["data.document_windows"] = d.document_windows + d.lm_rows
+    field, rows = min(fewest.items(), key=lambda item: item[1])
+    if rows < world:
+        raise ConfigError(f"{field}: {field} + data.lm_rows is {rows}, fewer rows a step than "
+                          f"the {world} ranks (each needs one); make it at least {world} or "
+                          f"train on fewer ranks")
 
 
 def _check_memory(config: Config, device: torch.device) -> None:
@@ -179,13 +201,18 @@ def _row_counts(config: Config, slot: Slot, generator: torch.Generator) -> dict[
     return {name: int((picks == i).sum()) for i, name in enumerate(names)}
 
 
-def batch_loss(model: SparseGPT, config: Config, sources: Sources, slot: Slot) -> dict[str, Tensor]:
-    """Loss on the source rows and on the corpus rows of ``slot.step``'s batch.
+def batch_loss(model: SparseGPT, config: Config, sources: Sources, slot: Slot,
+               ranks: Ranks = ALONE) -> dict[str, Tensor]:
+    """Loss on the source rows and on the corpus rows of ``slot.step``'s batch, or on this
+    rank's share of them.
 
     A task row is trained on its answer (cross-entropy at the last position); a document window
     and a corpus window on every next token. A document named by the schedule is trained on all
     its fixed windows, every step (Yang et al.); in a mixed step it gets a random few of them.
-    ``source_loss`` averages over source rows, ``lm_loss`` over corpus rows."""
+    ``source_loss`` averages over source rows, ``lm_loss`` over corpus rows. Every rank draws
+    the whole batch (the same for any number of ranks) and runs its rows (:meth:`Ranks.rows`),
+    dividing their summed losses by the whole batch's row counts: summed over the ranks, the
+    losses and their gradients are the one-rank run's."""
     d, ctx = config.data, config.model.n_ctx
     generator = step_generator(config.run.seed, slot.step)
     counts = _row_counts(config, slot, generator)
@@ -202,16 +229,22 @@ def batch_loss(model: SparseGPT, config: Config, sources: Sources, slot: Slot) -
         windows.append(lm_windows(sources.corpus.train, d.lm_rows, ctx, generator))
     device = model.W_E.device  # batches are drawn on the CPU (same rows on every device)
     task_tokens = torch.cat([t.tokens for t in tasks]) if tasks else torch.zeros(0, ctx).long()
-    window_tokens = (torch.cat(windows) if windows else torch.zeros(0, ctx + 1).long()).to(device)
-    logits = model(torch.cat([task_tokens.to(device), window_tokens[:, :-1]]))
+    correct = torch.cat([t.correct for t in tasks]) if tasks else torch.zeros(0).long()
+    window_tokens = torch.cat(windows) if windows else torch.zeros(0, ctx + 1).long()
     n_tasks = len(task_tokens)
-    task_loss = F.cross_entropy(logits[:n_tasks, -1],
-                                torch.cat([t.correct for t in tasks]).to(device),
-                                reduction="none") if tasks else torch.zeros(0, device=device)
-    window_loss = F.cross_entropy(logits[n_tasks:].transpose(1, 2), window_tokens[:, 1:],
+    mine = ranks.rows(n_tasks + len(window_tokens))  # rows: the tasks', then the windows'
+    t = slice(min(mine.start, n_tasks), min(mine.stop, n_tasks))
+    w = slice(max(mine.start, n_tasks) - n_tasks, max(mine.stop, n_tasks) - n_tasks)
+    window_tokens = window_tokens[w].to(device)
+    logits = model(torch.cat([task_tokens[t].to(device), window_tokens[:, :-1]]))
+    n_mine = t.stop - t.start
+    task_loss = F.cross_entropy(logits[:n_mine, -1], correct[t].to(device), reduction="none")
+    window_loss = F.cross_entropy(logits[n_mine:].transpose(1, 2), window_tokens[:, 1:],
                                   reduction="none").mean(dim=1)
-    source_loss = torch.cat([task_loss, window_loss[:n_docs]]).mean()
-    lm_loss = window_loss[n_docs:].mean() if d.lm_rows else torch.zeros((), device=device)
+    my_docs = max(n_docs - w.start, 0)  # document windows come before corpus windows
+    source_loss = torch.cat([task_loss, window_loss[:my_docs]]).sum() / (n_tasks + n_docs)
+    lm_loss = (window_loss[my_docs:].sum() / d.lm_rows if d.lm_rows
+               else torch.zeros((), device=device))
     return {"loss": source_loss + lm_loss, "source_loss": source_loss, "lm_loss": lm_loss}
 
 
@@ -255,10 +288,16 @@ def run_device(config: Config) -> torch.device:
 
 
 class Trainer:
-    """Owns the model, optimizer, sparsifier and schedule of one run folder."""
+    """Owns the model, optimizer, sparsifier and schedule of one run folder.
+
+    In a process group (:func:`~sparsecircuits.distributed.process_group`) every rank holds the
+    whole model and trains its share of each step's rows; the gradients are summed over the
+    ranks, so every rank takes the same step. Rank 0 alone touches the run folder: lock, config,
+    logs, evaluations and checkpoints."""
 
     def __init__(self, config: Config, run_dir: Path) -> None:
-        self.schedule: Schedule = check_run(config)
+        self.ranks = Ranks.current()
+        self.schedule: Schedule = check_run(config, self.ranks.world)
         self._blocks = self.schedule.blocks()
         self.config = config
         self.run_dir = Path(run_dir)
@@ -305,16 +344,24 @@ class Trainer:
                               f"it or choose another --out")
         ckpt.atomic_write_text(config_path, json.dumps(saved, indent=1))
 
-    def _resume(self) -> None:
-        """Continue from the newest checkpoint (from the one before it if the newest is damaged),
-        or from step 0 if there is none yet; either way the logs keep exactly the records the
-        resumed run will not write again."""
-        last = -1
+    def _open(self, stack: ExitStack, resume: bool) -> Saved | None:
+        """Rank 0's part of the start: take the run folder's lock (held until ``stack``
+        closes), write or check the config, and read the checkpoint to resume from, if any."""
+        stack.enter_context(ckpt.run_lock(self.run_dir))
+        self._files_ready(resume)
+        return self._resume() if resume else None
+
+    def _resume(self) -> Saved | None:
+        """Read the newest checkpoint (the one before it if the newest is damaged), or None if
+        there is none yet; either way the logs keep exactly the records the resumed run will not
+        write again."""
+        saved = None
         newest = ckpt.list_checkpoints(self.run_dir)[::-1][:ckpt.RESUMABLE]
         errors: list[ckpt.CheckpointError] = []
         for checkpoint in newest:
             try:
-                last = self._restore(checkpoint)
+                weights, meta = ckpt.load_weights(checkpoint)
+                saved = weights, ckpt.load_state(checkpoint), meta
                 break
             except ckpt.CheckpointError as err:
                 errors.append(err)
@@ -325,13 +372,12 @@ class Trainer:
             print(f"sparsecircuits: note: {errors[0]}; resuming from {checkpoint.name}, the "
                   f"checkpoint before it", file=sys.stderr)
         for path in (self.files.metrics, self.files.evals):
-            ckpt.truncate_jsonl(path, last)
-        self.step = last + 1
+            ckpt.truncate_jsonl(path, saved[2]["step"] if saved else -1)
+        return saved
 
-    def _restore(self, checkpoint: Path) -> int:
-        """Load a checkpoint's weights, optimizer, masks and churn; return its step."""
-        weights, meta = ckpt.load_weights(checkpoint)
-        state = ckpt.load_state(checkpoint)
+    def _restore(self, weights: dict[str, Tensor], state: dict[str, Tensor],
+                 meta: dict[str, Any]) -> None:
+        """Take a checkpoint's weights, optimizer, masks and churn, and continue after its step."""
         self.model.load_state_dict(weights)
         ckpt.restore_optimizer(self.optimizer, self.named, state)
         self.sparsifier.load_state_dict(
@@ -340,7 +386,7 @@ class Trainer:
         self._churn = Counter(meta["churn_total"])
         if meta["step"] not in self.schedule.boundaries():
             self._block_churn = {name: Counter(c) for name, c in meta["churn"].items()}
-        return meta["step"]
+        self.step = meta["step"] + 1
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -351,10 +397,10 @@ class Trainer:
         if self.config.run.threads:
             torch.set_num_threads(self.config.run.threads)
         try:
-            with ckpt.run_lock(self.run_dir):
-                self._files_ready(resume)
-                if resume:
-                    self._resume()
+            with ExitStack() as stack:
+                saved = self.ranks.from_writer(lambda: self._open(stack, resume))
+                if saved is not None:  # every rank continues from rank 0's reading of it
+                    self._restore(*saved)
                 self._loop(progress)
         finally:
             torch.set_num_threads(threads)
@@ -364,12 +410,13 @@ class Trainer:
         boundaries = set(self.schedule.boundaries())
         total = self.schedule.total_steps
         bar = progress_bar(total=total, initial=self.step, unit="step", desc=self.run_dir.name,
-                           show=progress)
+                           show=progress if self.ranks.writer else False)
         self.model.train()
         while self.step < total:
             slot = self.schedule(self.step)
             record = self._train_step(slot)
-            if self.step % self.config.run.log_every == 0 or self.step == total - 1:
+            logged = self.step % self.config.run.log_every == 0 or self.step == total - 1
+            if logged and self.ranks.writer:
                 record.update(density=self._densities(), churn=dict(self._churn))
                 ckpt.append_jsonl(self.files.metrics, record)
                 bar.set_postfix(loss=f"{record['loss']:.3f}", src=slot.source[:12],
@@ -386,12 +433,15 @@ class Trainer:
     def _train_step(self, slot: Slot) -> dict[str, Any]:
         """One optimizer step and projection; returns what metrics.jsonl logs of it."""
         o, s = self.config.optimizer, self.config.sparsity
-        losses = batch_loss(self.model, self.config, self.sources, slot)
-        if not math.isfinite(losses["loss"].item()):
-            self._stop(f"training loss is {losses['loss'].item()} at step {self.step}")
+        losses = batch_loss(self.model, self.config, self.sources, slot, self.ranks)
         self.optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         params = list(self.named.values())
+        values = torch.stack([loss.detach() for loss in losses.values()])
+        self.ranks.sum_([values, *(p.grad for p in params if p.grad is not None)])
+        logged = dict(zip(losses, values.tolist(), strict=True))  # the whole batch's losses
+        if not math.isfinite(logged["loss"]):
+            self._stop(f"training loss is {logged['loss']} at step {self.step}")
         grad_rms = normalize_grad_rms(params) if o.normalize_grad else float("nan")
         lr = learning_rate(self.step, self.schedule.total_steps, o, s)
         for group in self.optimizer.param_groups:
@@ -401,7 +451,7 @@ class Trainer:
         return {
             "step": self.step,
             "source": slot.source,
-            **{name: loss.item() for name, loss in losses.items()},
+            **logged,
             "lr": lr,
             "grad_rms": grad_rms,
         }
@@ -426,8 +476,9 @@ class Trainer:
         return out
 
     def _end_block(self, slot: Slot) -> None:
-        evals = evaluate_all(self.model, self.config, self.sources)
-        ckpt.append_jsonl(self.files.evals, {**self._where(slot), "evals": evals})
+        if self.ranks.writer:
+            evals = evaluate_all(self.model, self.config, self.sources)
+            ckpt.append_jsonl(self.files.evals, {**self._where(slot), "evals": evals})
         self._save(slot)
         self._block_churn = {}
         if self.config.optimizer.reset_at_block:
@@ -441,16 +492,42 @@ class Trainer:
                 "position": slot.position, "source": block.source}
 
     def _stop(self, what: str) -> None:
-        """Stop the run, naming the step and the last good checkpoint, which stays as it is."""
-        latest = ckpt.latest_checkpoint(self.run_dir)
+        """Stop the run, naming the step and the last good checkpoint, which stays as it is (every
+        rank stops at the same step, with rank 0's reading of the run folder)."""
+        latest = self.ranks.from_writer(lambda: ckpt.latest_checkpoint(self.run_dir))
         kept = f"its last good checkpoint is {latest.name}" if latest else "it has no checkpoint"
         raise TrainingError(f"{self.run_dir}: {what}; the run stopped and {kept}; lower "
                             f"optimizer.lr (or change the config) and train a new run")
 
+    def _check_replicas(self, weights: dict[str, Tensor]) -> None:
+        """Raise :class:`TrainingError` unless every rank holds the same weights and masks
+        (compared by checksum): the same summed gradients make the same step everywhere."""
+        if self.ranks.world == 1:
+            return
+        tensors = {**{f"weights {n}": w for n, w in weights.items()},
+                   **{f"mask {n}": m for n, m in self.sparsifier.masks.items()}}
+        mine = {name: hashlib.sha256(t.cpu().numpy().tobytes()).hexdigest()
+                for name, t in tensors.items()}
+        every = self.ranks.gather(mine)
+        differ = {name: [rank for rank, theirs in enumerate(every) if theirs[name] != digest]
+                  for name, digest in every[0].items()}
+        differ = {name: ranks for name, ranks in differ.items() if ranks}
+        if differ:
+            name, ranks = next(iter(differ.items()))
+            raise TrainingError(
+                f"{self.run_dir}: after step {self.step} the ranks' copies differ: {name} on "
+                f"rank {', '.join(map(str, ranks))} is not rank 0's ({len(differ)} of "
+                f"{len(mine)} tensors differ); the run stopped before saving this checkpoint; "
+                f"the ranks must stay identical, so please report this as a bug")
+
     def _save(self, slot: Slot) -> None:
+        """Check the ranks agree (every rank), then write the checkpoint (rank 0)."""
         weights = {name: p.detach() for name, p in self.model.named_parameters()}
+        self._check_replicas(weights)
         if not all(bool(torch.isfinite(w).all()) for w in weights.values()):
             self._stop(f"weights are not finite after step {self.step}")
+        if not self.ranks.writer:
+            return
         state = {**ckpt.flatten_optimizer(self.optimizer, self.named),
                  **self.sparsifier.state_dict()}
         meta = {
@@ -465,5 +542,8 @@ class Trainer:
 
 def train(config: Config, run_dir: str | Path, *, resume: bool = False,
           progress: bool | None = None) -> Path:
-    """Train ``config`` into ``run_dir`` (``resume`` continues its newest checkpoint)."""
-    return Trainer(config, Path(run_dir)).train(resume=resume, progress=progress)
+    """Train ``config`` into ``run_dir`` (``resume`` continues its newest checkpoint). Under
+    ``torchrun`` every rank calls this with the same arguments: they join one process group and
+    train one run, written by rank 0 (:func:`~sparsecircuits.distributed.process_group`)."""
+    with process_group(run_device(config)):
+        return Trainer(config, Path(run_dir)).train(resume=resume, progress=progress)

@@ -88,8 +88,8 @@ def _nan_at_step_8(tmp: Path, run: Path, mp: pytest.MonkeyPatch) -> None:
 
     real = train.batch_loss
 
-    def nan_loss(model, config, sources, slot):
-        losses = real(model, config, sources, slot)
+    def nan_loss(model, config, sources, slot, *ranks):
+        losses = real(model, config, sources, slot, *ranks)
         return {**losses, "loss": losses["loss"] * float("nan")} if slot.step == 8 else losses
     mp.setattr(train, "batch_loss", nan_loss)
 
