@@ -331,6 +331,9 @@ def run_sweep(
         threads = parameters.get("cpus_per_task") or 1
     where = SweepDir(Path(out).absolute())
     runs = plan(config, grid, where.root, sets, threads)
+    if not parameters.get("gpus_per_node") and any(r.config.run.device != "cpu" for r in runs):
+        raise ConfigError("--gpus: the runs train on a GPU (run.device) but their jobs would see "
+                          "none; give --gpus N")
     pool = _executor(executor, where.logs)
     pool.update_parameters(name=f"sweep:{where.root.name}",
                            slurm_array_parallelism=parallel or len(runs), **parameters)

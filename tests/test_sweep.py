@@ -55,30 +55,38 @@ def test_grid_parsing_and_names() -> None:
     assert len(run_name(long)) == 200 and run_name(long) != run_name(longer)
 
 
-@pytest.mark.parametrize(("grid", "message"), [
-    (["run.seed"], "--grid run.seed: expected section.field=value1,value2,..."),
-    (["seed=1,2"], "--grid seed=1,2: expected section.field=value1,value2,..."),
-    (["run.seed=1,,2"], "--grid run.seed=1,,2: expected section.field=value1,value2,..."),
-    (["run.seed=1,1"], "--grid run.seed=1,1: 1 is given twice"),
-    (["run.seed=1", "run.seed=2"], "--grid run.seed=2: run.seed is already a --grid key"),
-    (["model.d_modle=16,32"], "--grid model.d_modle=16: model.d_modle: unknown key (did you "
-                              "mean model.d_model?)"),
-    (["run.seed=0", "schedule.kind=round_robin,cyclic"],
+def _grid(*entries: str) -> list[str]:
+    return [a for entry in entries for a in ("--grid", entry)]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (_grid("run.seed"), "--grid run.seed: expected section.field=value1,value2,..."),
+    (_grid("seed=1,2"), "--grid seed=1,2: expected section.field=value1,value2,..."),
+    (_grid("run.seed=1,,2"), "--grid run.seed=1,,2: expected section.field=value1,value2,..."),
+    (_grid("run.seed=1,1"), "--grid run.seed=1,1: 1 is given twice"),
+    (_grid("run.seed=1", "run.seed=2"), "--grid run.seed=2: run.seed is already a --grid key"),
+    (_grid("model.d_modle=16,32"), "--grid model.d_modle=16: model.d_modle: unknown key (did "
+                                   "you mean model.d_model?)"),
+    (_grid("run.seed=0", "schedule.kind=round_robin,cyclic"),
      "--grid schedule.kind=cyclic: schedule.kind: unknown kind 'cyclic'"),
-    (["schedule.sources=[\"quote\"],[\"qoute\"]"],
+    (_grid('schedule.sources=["quote"],["qoute"]'),
      "--grid schedule.sources=qoute: schedule.sources[0]: unknown task 'qoute'"),
-    (["schedule.steps_per_block=0,6"], "--grid schedule.steps_per_block=0: "
-                                       "schedule.steps_per_block: "),
-    (["sparsity.anneal_start=0.1,0.4", "sparsity.anneal_end=0.3,0.9"],  # fine alone
+    (_grid("schedule.steps_per_block=0,6"), "--grid schedule.steps_per_block=0: "
+                                            "schedule.steps_per_block: "),
+    (_grid("sparsity.anneal_start=0.1,0.4", "sparsity.anneal_end=0.3,0.9"),  # fine alone
      "--grid run sparsity.anneal_end=0.3,sparsity.anneal_start=0.4: sparsity.anneal_end: need "
      "0 <= anneal_start <= anneal_end <= 1"),
-    (["run.log_every=1", "run.seed=x,2"], "--grid run.seed=x: run.seed: expected int, got 'x'"),
+    (_grid("run.log_every=1", "run.seed=x,2"), "--grid run.seed=x: run.seed: expected int, "
+                                               "got 'x'"),
+    ([*_grid("run.seed=1"), "--set", "run.seed=2"], "--grid run.seed=...: run.seed is also "
+                                                    "given with --set; keep one"),
+    (_grid('run.device="cuda"'), "--gpus: the runs train on a GPU (run.device) but their jobs "
+                                 "would see none; give --gpus N"),
 ])
 def test_bad_grid_is_one_line_naming_the_entry(tmp_path: Path, capsys: pytest.CaptureFixture,
-                                               grid: list[str], message: str) -> None:
-    argv = ["sweep", str(_config(tmp_path)), "--out", str(tmp_path / "sweep")]
+                                               args: list[str], message: str) -> None:
     with pytest.raises(SystemExit) as exit_:
-        main([*argv, *(a for g in grid for a in ("--grid", g))])
+        main(["sweep", str(_config(tmp_path)), "--out", str(tmp_path / "sweep"), *args])
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith(f"sparsecircuits: error: {message}") and err.count("\n") == 1, err
@@ -93,7 +101,7 @@ def _files(folder: Path) -> dict[str, tuple[int, int]]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_local_sweep_killed_job_and_rerun(tmp_path: Path) -> None:
+def test_local_sweep_killed_job_and_rerun(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """Two runs one at a time; the second job is SIGKILLed after its first checkpoint. The
     rerun submits only it: the finished run's files are untouched, the killed one resumes from
     its checkpoints (they keep their bytes and times) and both end trained and extracted."""
@@ -126,6 +134,11 @@ def test_local_sweep_killed_job_and_rerun(tmp_path: Path) -> None:
     # at most one job at a time: the first had ended before the second began
     first_result = SweepDir(out).logs / f"{index['runs'][0]['job']}_0_result.pkl"
     assert first_result.stat().st_mtime_ns <= RunDir(second).config.stat().st_mtime_ns
+    main(["sweep-status", str(out)])
+    table = capsys.readouterr().out.splitlines()
+    assert table[1].split() == ["run.seed=0", "done", "24/24", "8/8"]
+    assert table[2].startswith("run.seed=1  failed") and table[2].endswith(
+        f"the job ended without a result (killed?); log: {out / index['runs'][1]['log']}")
     done_files, killed_checkpoints = _files(first), {
         name: stamp for name, stamp in _files(second).items()
         if name.startswith("checkpoints/") and name.endswith("model.safetensors")}
@@ -144,6 +157,12 @@ def test_local_sweep_killed_job_and_rerun(tmp_path: Path) -> None:
         assert sorted(RunDir(run.path).circuit_files(23)) == [("closer", 0), ("quote", 0)]
         assert run.open().config.run.seed == run.overrides["run.seed"]
     assert "run.seed=1  done   24/24  8/8" in rerun.stdout
+    # sweep-status marks done what the files say is done (jobs that outlived their command)
+    index = json.loads(SweepDir(out).index.read_text())
+    index["runs"][0]["status"] = "submitted"
+    SweepDir(out).index.write_text(json.dumps(index))
+    main(["sweep-status", str(out)])
+    assert [r.status for r in open_sweep(out).runs] == ["done", "done"]
 
 
 # -- Slurm ---------------------------------------------------------------------------------------
