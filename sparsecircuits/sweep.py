@@ -541,8 +541,9 @@ class Sweep:
         return Sweep(self.path, {**self.index, "grid": grid, "runs": runs})
 
     def arms(self, by: str = "schedule.kind") -> dict[Any, Arm]:
-        """The runs grouped by their value of grid key ``by``, in grid order; every other grid
-        key but the seeds must have one value (cut the sweep with :meth:`where` first)."""
+        """The runs grouped by their value of grid key ``by`` (a list value by its name's text,
+        ``quote+closer``), in grid order; every other grid key but the seeds must have one
+        value (cut the sweep with :meth:`where` first)."""
         if by not in self.grid:
             raise ValueError(f"{by}: not a grid key of {self.path} (keys: {', '.join(self.grid)})")
         seed_keys = [k for k in self.grid if k.split(".")[1] == "seed" and k != by]
@@ -554,8 +555,9 @@ class Sweep:
         arms = {}
         for value in self.grid[by]:
             runs = tuple(r for r in self.runs if r.overrides[by] == value)
-            arms[value] = Arm(value, runs, tuple(tuple(r.overrides[k] for k in seed_keys)
-                                                 for r in runs))
+            seeds = tuple(tuple(r.overrides[k] for k in seed_keys) for r in runs)
+            key = _text(value) if isinstance(value, list | dict) else value
+            arms[key] = Arm(value, runs, seeds)
         return arms
 
     def __repr__(self) -> str:
