@@ -9,7 +9,7 @@ Modules, from the ground up (a module imports only from the floors below it):
 3. ``checkpoint``
 4. ``train``, ``circuits``, ``behaviour``, ``analysis``
 5. ``run`` (``open_run``: the run as one object)
-6. ``figures``, ``viewer``
+6. ``figures``, ``viewer``, ``sweep`` (grids of runs as jobs, here or on Slurm)
 7. ``cli``
 """
 

@@ -8,6 +8,11 @@
     sparsecircuits figures RUN_DIR [--control RUN_DIR] [--format pdf,svg,png] [--out DIR]
     sparsecircuits view RUN_DIR [--html OUT.html] [--task T ...]
     sparsecircuits demo [--out DIR] [--set section.field=value ...]
+    sparsecircuits sweep CONFIG_OR_PRESET --grid section.field=v1,v2 [--grid ...] --out DIR
+        [--set ...] [--executor local|slurm] [--parallel N] [--no-extract] [--seeds N]
+        [--time MINUTES] [--partition P] [--gpus N] [--cpus-per-task N] [--mem-gb G]
+        [--slurm KEY=VALUE ...] [--no-wait]
+    sparsecircuits sweep-status SWEEP_DIR
 """
 
 from __future__ import annotations
@@ -117,6 +122,36 @@ def _demo(args: argparse.Namespace) -> None:
           f"  {files.figures}/   the figures as PDF and PNG")
 
 
+def _sweep(args: argparse.Namespace) -> None:
+    from sparsecircuits.sweep import SweepDir, open_sweep, parse_grid, run_sweep, status_table
+
+    parameters = {"timeout_min": args.time, "cpus_per_task": args.cpus_per_task,
+                  "gpus_per_node": args.gpus, "mem_gb": args.mem_gb,
+                  "slurm_partition": args.partition,
+                  "slurm_additional_parameters": dict(_key_value(text) for text in args.slurm)}
+    try:
+        run_sweep(args.config, parse_grid(args.grid), args.out, sets=args.set,
+                  executor=args.executor, parallel=args.parallel, extract=args.extract,
+                  seeds=args.seeds, wait=args.wait,
+                  parameters={k: v for k, v in parameters.items() if v})
+    finally:
+        if SweepDir(Path(args.out)).index.exists():
+            print(status_table(open_sweep(args.out)))
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--slurm {text}: expected KEY=VALUE (an sbatch option, e.g. qos=high)")
+    return key, value
+
+
+def _sweep_status(args: argparse.Namespace) -> None:
+    from sparsecircuits.sweep import refresh_sweep, status_table
+
+    print(status_table(refresh_sweep(args.sweep_dir)))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sparsecircuits", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -189,6 +224,44 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                       help="override a field of both runs' config (repeatable)")
     demo.set_defaults(func=_demo)
+
+    sweep = commands.add_parser("sweep", help="a grid of runs, each trained then extracted as a "
+                                "job, here or on Slurm (needs sparsecircuits[sweep])")
+    sweep.add_argument("config", help=f"a preset ({', '.join(PRESETS)}) or a .toml/.json file")
+    sweep.add_argument("--grid", action="append", default=[], required=True,
+                       metavar="SECTION.FIELD=V1,V2", help="values of one field; the runs are "
+                       "the product of every --grid (repeatable)")
+    sweep.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                       help="override one field of every run (repeatable)")
+    sweep.add_argument("--out", required=True, metavar="SWEEP_DIR",
+                       help="the sweep folder: sweep.json, runs/<name>/, logs/")
+    sweep.add_argument("--executor", choices=("local", "slurm"), default="local",
+                       help="processes on this machine (default) or a Slurm job array")
+    sweep.add_argument("--parallel", type=int, metavar="N", help="jobs at once (local: default "
+                       "1, each at cpus/N torch threads; slurm: default all)")
+    sweep.add_argument("--extract", action=argparse.BooleanOptionalAction, default=True,
+                       help="extract each run's circuits after training (default: yes)")
+    sweep.add_argument("--seeds", type=int, default=1,
+                       help="extractions per task and checkpoint (as extract --seeds)")
+    sweep.add_argument("--time", type=int, metavar="MINUTES", help="a job's time limit "
+                       "(default 1440); a job that reaches it is requeued and resumes")
+    slurm = sweep.add_argument_group("slurm", "resources of each job (--executor slurm)")
+    slurm.add_argument("--partition")
+    slurm.add_argument("--gpus", type=int, metavar="N", help="GPUs per job (with "
+                       "--set run.device=cuda)")
+    slurm.add_argument("--cpus-per-task", type=int, metavar="N",
+                       help="CPUs per job, its torch threads (default 1)")
+    slurm.add_argument("--mem-gb", type=float, metavar="G")
+    slurm.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
+                       help="any other sbatch option, e.g. account=abc or qos=high (repeatable)")
+    slurm.add_argument("--wait", action=argparse.BooleanOptionalAction, default=True,
+                       help="follow the jobs to their end (default), or return once submitted "
+                       "(then `sweep-status` reads their state from disk)")
+    sweep.set_defaults(func=_sweep)
+
+    status = commands.add_parser("sweep-status", help="the runs of a sweep and their state")
+    status.add_argument("sweep_dir")
+    status.set_defaults(func=_sweep_status)
     return parser
 
 

@@ -594,7 +594,9 @@ def recovery_score_ci(
 
 @dataclass(frozen=True)
 class Comparison:
-    """A metric on two runs, their difference ``a − b`` and its bootstrap interval."""
+    """A metric on two runs, their difference ``a − b`` and its interval: a bootstrap over the
+    runs' sources (``compare_runs``), or a t interval over seeds for two arms of a sweep
+    (``sweep.compare_arms``)."""
 
     a: float
     b: float

@@ -29,7 +29,7 @@ from sparsecircuits.checkpoint import (
 from sparsecircuits.circuits.circuit import Circuit, write_circuit
 from sparsecircuits.circuits.graph import weight_graph
 from sparsecircuits.circuits.prune import PruneConfig, find_circuits
-from sparsecircuits.config import ConfigError
+from sparsecircuits.config import Config, ConfigError
 from sparsecircuits.data.tasks import TASKS
 from sparsecircuits.progress import progress_bar
 from sparsecircuits.rundir import RunDir
@@ -58,19 +58,12 @@ def extract_run(
     one checkpoint were measured to mislead more than help. ``threads`` (default: the run's
     ``run.threads``, else torch's) is how many tasks are extracted at once, one torch thread
     each (:func:`~sparsecircuits.circuits.prune.find_circuits`). Done work is skipped."""
-    if seeds < 1:
-        raise ConfigError(f"--seeds: must be at least 1, got {seeds}")
     if threads is not None and threads < 1:
         raise ConfigError(f"--threads: must be at least 1, got {threads}")
     run = RunDir(run_dir)
     run_config = read_run_config(run.root)
     threads = threads or run_config.run.threads
-    trained = [source for source in run_config.schedule.sources if source in TASKS]
-    tasks = list(tasks or trained or TASKS)
-    unknown = [task for task in tasks if task not in TASKS]
-    if unknown:
-        raise ConfigError(f"--tasks: unknown task(s) {', '.join(unknown)} "
-                         f"(tasks: {', '.join(TASKS)})")
+    tasks = _tasks(run_config, tasks, seeds)
     steps = run.checkpoint_steps()
     if not steps:
         raise CheckpointError(f"{run.checkpoints}: no checkpoint to extract yet; train the run "
@@ -94,3 +87,27 @@ def extract_run(
                 warm[seed] = {task: load_tensors(path)["logits"]
                               for task, path in masks.items() if path.exists()}
     return run.circuits
+
+
+def missing_circuits(run_dir: str | Path, tasks: Iterable[str] | None = None,
+                     seeds: int = 1) -> tuple[int, int]:
+    """``(missing, total)``: how many of the circuit files ``extract_run(run_dir, tasks, seeds)``
+    writes for the run's checkpoints so far are not there yet (0 missing: extracted)."""
+    run = RunDir(run_dir)
+    tasks = _tasks(read_run_config(run.root), tasks, seeds)
+    wanted = [run.circuit_file(step, task, seed) for step in run.checkpoint_steps()
+              for seed in range(seeds) for task in tasks]
+    return sum(not path.exists() for path in wanted), len(wanted)
+
+
+def _tasks(run_config: Config, tasks: Iterable[str] | None, seeds: int) -> list[str]:
+    """The tasks to extract: ``tasks``, else those the schedule trains, else every task."""
+    if seeds < 1:
+        raise ConfigError(f"--seeds: must be at least 1, got {seeds}")
+    trained = [source for source in run_config.schedule.sources if source in TASKS]
+    tasks = list(tasks or trained or TASKS)
+    unknown = [task for task in tasks if task not in TASKS]
+    if unknown:
+        raise ConfigError(f"--tasks: unknown task(s) {', '.join(unknown)} "
+                         f"(tasks: {', '.join(TASKS)})")
+    return tasks
