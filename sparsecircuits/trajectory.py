@@ -15,6 +15,9 @@ function that applies it to a :class:`~sparsecircuits.run.Run`:
   re-enters the kept set and the power of its alive sequence at the cycle's frequency, against
   a shuffled-time control (the checkpoints' order permuted).
 
+:func:`analyze` runs them, and the recency probes of :mod:`sparsecircuits.recency` (on
+activations, not weights), for ``sparsecircuits analyze``.
+
 Masks are read from the tensors that are weight-sparse (some weight zero at some checkpoint);
 dense tensors (all alive throughout) are left out of the mask analyses.
 """
@@ -26,10 +29,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from sparsecircuits.recency import recency
+
 if TYPE_CHECKING:
     from sparsecircuits.run import Run
 
-WHAT = ("trajectory", "similarity", "oscillation")
+WHAT = ("trajectory", "similarity", "oscillation", "recency")
 """The analyses, in the order ``sparsecircuits analyze`` runs them."""
 
 
@@ -361,14 +366,16 @@ def oscillation(run: Run, weights: tuple[np.ndarray, np.ndarray, list] | None = 
             "spectrum": {"freqs": freqs.tolist(), "power": power.tolist()}}
 
 
-def analyze(run: Run, what: tuple[str, ...] = WHAT, per_tensor: bool = False
-            ) -> dict[str, Any]:
-    """The analyses named in ``what`` (of :data:`WHAT`) on one run, as JSON-ready numbers."""
+def analyze(run: Run, what: tuple[str, ...] = WHAT, per_tensor: bool = False,
+            recency_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The analyses named in ``what`` (of :data:`WHAT`) on one run, as JSON-ready numbers;
+    ``recency`` is :func:`sparsecircuits.recency.recency` with ``recency_options``."""
     unknown = [w for w in what if w not in WHAT]
     if unknown:
         raise ValueError(f"--what: unknown analysis {', '.join(unknown)}; choose among "
                          f"{', '.join(WHAT)}")
-    weights = run_weights(run)
+    on_weights = {"trajectory", "similarity", "oscillation"} & set(what)
+    weights = run_weights(run) if on_weights else None
     out: dict[str, Any] = {"steps": list(run.steps)}
     if "trajectory" in what:
         out["trajectory"] = trajectory(run, per_tensor=per_tensor, weights=weights)
@@ -376,4 +383,6 @@ def analyze(run: Run, what: tuple[str, ...] = WHAT, per_tensor: bool = False
         out["similarity"] = similarity(run, weights=weights)
     if "oscillation" in what:
         out["oscillation"] = oscillation(run, weights=weights)
+    if "recency" in what:
+        out["recency"] = recency(run, **(recency_options or {}))
     return out
