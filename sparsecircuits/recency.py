@@ -331,6 +331,7 @@ def pooled_steps(run: Run, checkpoints: str | Sequence[int | str] | None = None)
     """The steps ``checkpoints`` names: ``None`` or ``"last-cycle"`` (the checkpoints of the
     latest blocks, as many blocks as a cycle has), ``"all"``, or a list of steps (an int, a
     negative index, or a checkpoint folder name each)."""
+    run.step(-1)  # a run without checkpoints says so
     if checkpoints is None or checkpoints == "last-cycle":
         blocks = build_schedule(run.config.schedule).blocks()
         period = max(Counter(b.cycle for b in blocks if b.cycle >= 0).values(), default=1)
@@ -341,6 +342,8 @@ def pooled_steps(run: Run, checkpoints: str | Sequence[int | str] | None = None)
     if isinstance(checkpoints, str):
         raise ValueError(f"--checkpoints: {checkpoints!r}; give last-cycle, all or a list of "
                          f"steps")
+    if not checkpoints:
+        raise ValueError("--checkpoints: no checkpoint named; give last-cycle, all or steps")
     return sorted({run.step(s) for s in checkpoints})
 
 
@@ -434,12 +437,10 @@ def recency(run: Run, checkpoints: str | Sequence[int | str] | None = None,
     probes, centroids = {}, {}
     for site in sites:
         acts, norm = data["acts"][site], data["norm"][site]
-        probes[site] = {
-            "activations": run_probe(acts),
-            "direction": run_probe(acts / np.where(norm > 0, norm, 1.0)[:, None]),
-            "norm": run_probe(norm[:, None]),
-            "norm+loss": run_probe(np.stack([norm, loss], axis=1)),
-        }
+        features = {"activations": acts,
+                    "direction": acts / np.where(norm > 0, norm, 1.0)[:, None],
+                    "norm": norm[:, None], "norm+loss": np.stack([norm, loss], axis=1)}
+        probes[site] = {name: run_probe(features[name]) for name in FEATURES}
         cells = cell_means(acts, ck, src, table.shape)
         centroids[site] = {"raw": centroid_order(cells, table, permutations, seed),
                            "centred": centroid_order(source_centred(cells), table,
