@@ -347,17 +347,15 @@ def pooled_steps(run: Run, checkpoints: str | Sequence[int | str] | None = None)
     return sorted({run.step(s) for s in checkpoints})
 
 
-def _examples(run: Run, source: str, count: int | None) -> tuple[torch.Tensor, Any, bool]:
+def _examples(run: Run, source: str, count: int | None, documents: dict[str, torch.Tensor]
+              ) -> tuple[torch.Tensor, Any, bool]:
     """The tokens of a source's examples, ``loss(logits, rows)`` (the loss of those rows, an
     index tensor, from their logits) and whether the loss needs only the last position."""
-    ctx = run.config.model.n_ctx
     if source in TASKS:
-        batch = eval_set(source, ctx, count or run.config.data.eval_examples)
+        batch = eval_set(source, run.config.model.n_ctx, count or run.config.data.eval_examples)
         return batch.tokens, lambda logits, rows: contrast_loss(
             logits[:, -1], batch.correct[rows], batch.wrong[rows]), True
-    from sparsecircuits.train import load_sources  # the corpus: only for document sources
-
-    windows = load_sources(run.config).documents[source][:count]
+    windows = documents[source][:count]
     return windows[:, :-1], lambda logits, rows: F.cross_entropy(
         logits.transpose(1, 2), windows[rows, 1:], reduction="none").mean(dim=1), False
 
@@ -373,7 +371,12 @@ def collect(run: Run, steps: Sequence[int], sites: Sequence[str], examples: int 
     blocks = build_schedule(run.config.schedule).blocks()
     info = {c.step: c for c in run.checkpoints}
     table = recency_table([b.source for b in blocks], [info[s].block for s in steps], sources)
-    data = {name: _examples(run, name, examples) for name in sources}
+    documents = {}
+    if any(name not in TASKS for name in sources):
+        from sparsecircuits.train import load_sources  # the corpus: only for documents
+
+        documents = load_sources(run.config).documents
+    data = {name: _examples(run, name, examples, documents) for name in sources}
     acts: dict[str, list[np.ndarray]] = {site: [] for site in sites}
     loss, ck, src, left_out = [], [], [], []
     for k, step in enumerate(progress_bar(steps, desc="recency", unit="ckpt", show=progress)):

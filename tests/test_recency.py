@@ -134,15 +134,16 @@ def test_centroids_in_training_order():
 
 @pytest.fixture(scope="module")
 def micro_run(tmp_path_factory: pytest.TempPathFactory):
-    """Three tasks after a short warm-up, two cycles: seven checkpoints."""
+    """Two tasks and a document after a short warm-up, two cycles: seven checkpoints."""
     import conftest
 
     from sparsecircuits.config import config_from_dict, validate
     from sparsecircuits.train import train
 
-    config = config_from_dict({**conftest.MICRO, "schedule": {
-        **conftest.MICRO["schedule"], "sources": ["quote", "closer", "flag_flip"],
-        "warmup_steps": 4}})
+    config = config_from_dict({
+        **conftest.MICRO, "data": {**conftest.MICRO["data"], "documents": 1},
+        "schedule": {**conftest.MICRO["schedule"], "sources": ["quote", "closer", "doc:0"],
+                     "warmup_steps": 4}})
     validate(config)
     return train(config, tmp_path_factory.mktemp("recency") / "run", progress=False)
 
@@ -161,8 +162,9 @@ def test_on_a_micro_run_the_numbers_the_figure_and_the_cli(micro_run, capsys):
                                   [0, 2, 1], [1, 0, 2], [2, 1, 0]]
     assert len(numbers["left_out"]) == 6 and "quote at step 3" in numbers["left_out"]
     assert numbers["sites"] == ["blocks.0.hook_resid_post"]
-    assert numbers["examples"] == {"quote": 16, "closer": 16, "flag_flip": 16}
-    assert numbers["rows"] == 16 * 15
+    windows = run.config.data.document_windows  # a document's examples: its fixed windows
+    assert numbers["examples"] == {"quote": 16, "closer": 16, "doc:0": windows}
+    assert numbers["rows"] == 16 * (6 + 5) + windows * 4  # the cells with a recency
     probe = numbers["probes"]["blocks.0.hook_resid_post"]["activations"]
     assert set(probe) == {*rc.METRICS, "null"} and -1 <= probe["spearman"] <= 1
     json.dumps(numbers, allow_nan=True)
