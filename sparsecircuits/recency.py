@@ -360,17 +360,35 @@ def _examples(run: Run, source: str, count: int | None, documents: dict[str, tor
         logits.transpose(1, 2), windows[rows, 1:], reduction="none").mean(dim=1), False
 
 
-@torch.no_grad()
-def collect(run: Run, steps: Sequence[int], sites: Sequence[str], examples: int | None = None,
-            progress: bool | None = None) -> dict[str, Any]:
-    """Activations at the last position at ``sites`` (``acts[site]``, rows x channels),
-    their norms, and the loss of every example of every source with a recency at each of
-    ``steps``, each checkpoint's own model applied; ``checkpoint`` and ``source`` index each
-    row into ``table`` (steps x sources); ``left_out`` names the cells without a recency."""
-    sources = list(run.config.schedule.sources)
+def run_table(run: Run, steps: Sequence[int]) -> np.ndarray:
+    """:func:`recency_table` of the run's schedule at the checkpoints ``steps``, for the
+    schedule's sources in its order."""
     blocks = build_schedule(run.config.schedule).blocks()
     info = {c.step: c for c in run.checkpoints}
-    table = recency_table([b.source for b in blocks], [info[s].block for s in steps], sources)
+    return recency_table([b.source for b in blocks], [info[s].block for s in steps],
+                         run.config.schedule.sources)
+
+
+def why_not(table: np.ndarray) -> str | None:
+    """Why a recency table (pooled checkpoints x sources) cannot be probed, or None."""
+    if np.isfinite(table).any(axis=0).sum() < 2:
+        return ("fewer than two sources have a block of their own by these checkpoints: "
+                "nothing to probe")
+    if not any(np.ptp(col[np.isfinite(col)]) > 0 for col in table.T if np.isfinite(col).any()):
+        return ("no source's recency differs between the pooled checkpoints, so recency "
+                "cannot be told from the source's identity; pool more checkpoints "
+                "(--checkpoints all, or a whole cycle)")
+    return None
+
+
+@torch.no_grad()
+def collect(run: Run, steps: Sequence[int], table: np.ndarray, sites: Sequence[str],
+            examples: int | None = None, progress: bool | None = None) -> dict[str, Any]:
+    """Activations at the last position at ``sites`` (``acts[site]``, rows x channels),
+    their norms, and the loss of every example of every source with a recency in ``table``
+    (:func:`run_table` of ``steps``), each checkpoint's own model applied; ``checkpoint`` and
+    ``source`` index each row into ``table``; ``left_out`` names the cells without one."""
+    sources = list(run.config.schedule.sources)
     documents = {}
     if any(name not in TASKS for name in sources):
         from sparsecircuits.train import load_sources  # the corpus: only for documents
@@ -395,16 +413,11 @@ def collect(run: Run, steps: Sequence[int], sites: Sequence[str], examples: int 
                 loss.append(loss_of(logits.float().cpu(), rows).numpy())
             ck.append(np.full(len(tokens), k))
             src.append(np.full(len(tokens), j))
-    if not ck:
-        raise ValueError(f"recency: no source has a block of its own by steps "
-                         f"{', '.join(map(str, steps))} (schedule.kind "
-                         f"{run.config.schedule.kind!r}); nothing to probe")
     stacked = {site: np.concatenate(a).astype(np.float64) for site, a in acts.items()}
     return {"acts": stacked, "norm": {s: np.linalg.norm(a, axis=1) for s, a in stacked.items()},
             "loss": np.concatenate(loss), "checkpoint": np.concatenate(ck),
-            "source": np.concatenate(src), "table": table, "sources": sources,
-            "examples": {name: len(tokens) for name, (tokens, _, _) in data.items()},
-            "left_out": left_out}
+            "source": np.concatenate(src), "left_out": left_out,
+            "examples": {name: len(tokens) for name, (tokens, _, _) in data.items()}}
 
 
 def cell_means(x: np.ndarray, checkpoint: np.ndarray, source: np.ndarray,
@@ -427,12 +440,22 @@ def recency(run: Run, checkpoints: str | Sequence[int | str] | None = None,
     every fixed window for a document), as JSON-ready numbers: ``probes[site][features]`` and
     ``loss_probe`` (:func:`probe`), ``centroids[site]["raw" | "centred"]``
     (:func:`centroid_order`), the pooled ``steps``, the ``recency`` table (steps x
-    ``sources``; None: no block of its own yet) and the cells ``left_out``."""
+    ``sources``; None: no block of its own yet) and the cells ``left_out``. A table that
+    cannot be probed (:func:`why_not`: an ``iid`` schedule, a single checkpoint) gives only
+    the steps, the table and a ``note`` saying why."""
     steps = pooled_steps(run, checkpoints)
     model = run.model(steps[-1])
     sites = check_sites(model, sites) if sites else default_sites(model)
-    data = collect(run, steps, sites, examples, progress)
-    table, ck, src, loss = data["table"], data["checkpoint"], data["source"], data["loss"]
+    table = run_table(run, steps)
+    out: dict[str, Any] = {
+        "steps": list(steps), "sources": list(run.config.schedule.sources),
+        "sites": list(sites),
+        "recency": [[None if np.isnan(v) else int(v) for v in row] for row in table]}
+    note = why_not(table)
+    if note:
+        return {**out, "note": note}
+    data = collect(run, steps, table, sites, examples, progress)
+    ck, src, loss = data["checkpoint"], data["source"], data["loss"]
 
     def run_probe(features: np.ndarray) -> dict[str, Any]:
         return probe(features, table, ck, src, alpha, permutations, seed)
@@ -449,9 +472,7 @@ def recency(run: Run, checkpoints: str | Sequence[int | str] | None = None,
                            "centred": centroid_order(source_centred(cells), table,
                                                      permutations, seed)}
     return {
-        "steps": list(steps), "sources": data["sources"], "sites": list(sites),
-        "recency": [[None if np.isnan(v) else int(v) for v in row] for row in table],
-        "left_out": data["left_out"],
+        **out, "left_out": data["left_out"],
         "rows": len(ck), "examples": data["examples"],
         "alpha": alpha, "permutations": permutations,
         "probes": probes, "loss_probe": run_probe(loss[:, None]), "centroids": centroids,

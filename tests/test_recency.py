@@ -174,6 +174,12 @@ def test_on_a_micro_run_the_numbers_the_figure_and_the_cli(micro_run, capsys):
     titles = " ".join(ax.get_title() for ax in fig.axes)
     assert "centroids, raw" in titles and "centroids, centred" in titles
     plt.close(fig)
+    one = rc.recency(run, checkpoints=[-1])  # one checkpoint: identity is recency
+    assert "pool more checkpoints" in one["note"] and "probes" not in one
+    fig = tp.recency_probes(run, numbers={"recency": one})
+    assert "pool more checkpoints" in " ".join(t.get_text() for t in fig.axes[0].texts)
+    plt.close(fig)
+    assert "nothing to probe" in rc.recency(run, checkpoints=[3, 9])["note"]  # warm-up, 1 task
 
     main(["analyze", str(micro_run), "--what", "recency", "--sites",
           "blocks.0.hook_resid_mid,blocks.0.mlp.hook_post"])

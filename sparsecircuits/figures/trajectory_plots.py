@@ -192,6 +192,9 @@ def recency_probes(run: Any, fig: Figure | None = None, numbers: dict[str, Any] 
         if fig is None:
             fig = plt.figure(figsize=(TWO_COLUMN, TWO_COLUMN * 0.62), layout="constrained")
         data = _numbers(run, numbers, "recency")
+        if "note" in data:
+            say(fig.subplots(), f"recency: {data['note']}")
+            return fig
         site = site or data["sites"][-1]
         axes = fig.subplots(2, 2)
         recency = np.array([[np.nan if r is None else r for r in row] for row in
