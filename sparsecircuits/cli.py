@@ -4,7 +4,8 @@
     sparsecircuits extract RUN_DIR [--tasks T ...] [--seeds N] [--threads N]
     sparsecircuits timeline RUN_DIR [--control RUN_DIR]
     sparsecircuits export RUN_DIR [--weight-graphml]
-    sparsecircuits analyze RUN_DIR [--what trajectory,similarity,oscillation] [--per-tensor]
+    sparsecircuits analyze RUN_DIR [--what trajectory,similarity,oscillation,recency] [--per-tensor]
+                                   [--sites HOOK,...] [--checkpoints last-cycle|all|STEP,...]
     sparsecircuits figures RUN_DIR [--control RUN_DIR] [--format pdf,svg,png] [--out DIR]
     sparsecircuits view RUN_DIR [--html OUT.html] [--task T ...]
     sparsecircuits demo [--out DIR] [--set section.field=value ...]
@@ -93,7 +94,8 @@ def _analyze(args: argparse.Namespace) -> None:
     run = open_run(args.run_dir)
     what = tuple(w.strip() for w in args.what.split(",") if w.strip())
     try:
-        numbers = analyze(run, what, per_tensor=args.per_tensor)
+        numbers = analyze(run, what, per_tensor=args.per_tensor,
+                          recency_options=_recency_options(args))
     except ValueError as err:
         print(f"sparsecircuits: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -101,6 +103,23 @@ def _analyze(args: argparse.Namespace) -> None:
     write_json(run.dir.trajectory, numbers, indent=1)
     written = write_trajectory_figures(run, numbers, run.dir.figures)
     print(f"wrote {run.dir.trajectory} and {len(written)} figure files in {run.dir.figures}")
+
+
+def _recency_options(args: argparse.Namespace) -> dict:
+    """``--sites`` and ``--checkpoints`` as keyword arguments of ``recency.recency``."""
+    options: dict = {}
+    if args.sites:
+        options["sites"] = [s.strip() for s in args.sites.split(",") if s.strip()]
+    if args.checkpoints in ("last-cycle", "all"):
+        options["checkpoints"] = args.checkpoints
+    elif args.checkpoints:
+        try:
+            options["checkpoints"] = [int(s) for s in args.checkpoints.split(",") if s.strip()]
+        except ValueError:
+            raise ValueError(f"--checkpoints: {args.checkpoints!r}; give last-cycle, all or "
+                             "steps separated by commas (599,649 or --checkpoints=-2,-1)"
+                             ) from None
+    return options
 
 
 def _view(args: argparse.Namespace) -> None:
@@ -202,13 +221,21 @@ def build_parser() -> argparse.ArgumentParser:
                          help="folder for the figures (default: RUN/figures)")
     figures.set_defaults(func=_figures)
     analyze = commands.add_parser("analyze", help="time in the weights: PCA path, checkpoint "
-                                  "similarity, mask oscillation (analysis/trajectory.json)")
+                                  "similarity, mask oscillation, recency probes "
+                                  "(analysis/trajectory.json)")
     analyze.add_argument("run_dir", metavar="RUN")
-    analyze.add_argument("--what", default="trajectory,similarity,oscillation",
-                         metavar="trajectory,similarity,oscillation",
-                         help="comma-separated analyses (default: all three)")
+    analyze.add_argument("--what", default="trajectory,similarity,oscillation,recency",
+                         metavar="trajectory,similarity,oscillation,recency",
+                         help="comma-separated analyses (default: all four)")
     analyze.add_argument("--per-tensor", action="store_true",
                          help="also the PCA path of each tensor")
+    analyze.add_argument("--sites", metavar="HOOK,...",
+                         help="recency: comma-separated hook names to probe (default: "
+                              "blocks.<l>.hook_resid_post of every block)")
+    analyze.add_argument("--checkpoints", metavar="last-cycle|all|STEP,...",
+                         help="recency: the checkpoints pooled (default: last-cycle, the "
+                              "latest blocks, as many as a cycle has; negative indices as "
+                              "--checkpoints=-6,-1)")
     analyze.set_defaults(func=_analyze)
 
     view = commands.add_parser("view", help="the circuit viewer as one self-contained HTML page")

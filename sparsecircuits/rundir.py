@@ -18,8 +18,8 @@ extractor, the timeline, the viewer and the figures ask a :class:`RunDir` for it
       <task>.seed<k>.json                re-extraction with seed k (the noise floor)
       <task>[.seed<k>].mask.safetensors  trained mask logits: the next checkpoint's warm start
     analysis/summary.json                the timeline's headline numbers (`timeline`)
-    analysis/trajectory.json             weight trajectory, similarity, mask oscillation
-                                         (`analyze`, sparsecircuits.trajectory)
+    analysis/trajectory.json             weight trajectory, similarity, mask oscillation,
+                                         recency probes (`analyze`, sparsecircuits.trajectory)
     exports/                             GEXF, node-link JSON, GraphML, CSV (`export`, opt-in)
     viewer/bundle.bin, viewer/viewer.html  the viewer's bundle and page (caches, rebuilt on change)
     figures/                             publication figures (`figures`)

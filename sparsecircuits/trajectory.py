@@ -18,6 +18,9 @@ function that applies it to a :class:`~sparsecircuits.run.Run`:
   that are an edge of some task's circuit, against the share among all flipping weights and
   among all weights ever alive.
 
+:func:`analyze` runs them, and the recency probes of :mod:`sparsecircuits.recency` (on
+activations, not weights), for ``sparsecircuits analyze``.
+
 Masks are read from the tensors that are weight-sparse (some weight zero at some checkpoint);
 dense tensors (all alive throughout) are left out of the mask analyses.
 """
@@ -29,10 +32,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from sparsecircuits.recency import recency
+
 if TYPE_CHECKING:
     from sparsecircuits.run import Run
 
-WHAT = ("trajectory", "similarity", "oscillation")
+WHAT = ("trajectory", "similarity", "oscillation", "recency")
 """The analyses, in the order ``sparsecircuits analyze`` runs them."""
 
 
@@ -532,14 +537,16 @@ def headline(numbers: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def analyze(run: Run, what: tuple[str, ...] = WHAT, per_tensor: bool = False
-            ) -> dict[str, Any]:
-    """The analyses named in ``what`` (of :data:`WHAT`) on one run, as JSON-ready numbers."""
+def analyze(run: Run, what: tuple[str, ...] = WHAT, per_tensor: bool = False,
+            recency_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The analyses named in ``what`` (of :data:`WHAT`) on one run, as JSON-ready numbers;
+    ``recency`` is :func:`sparsecircuits.recency.recency` with ``recency_options``."""
     unknown = [w for w in what if w not in WHAT]
     if unknown:
         raise ValueError(f"--what: unknown analysis {', '.join(unknown)}; choose among "
                          f"{', '.join(WHAT)}")
-    weights = run_weights(run)
+    on_weights = {"trajectory", "similarity", "oscillation"} & set(what)
+    weights = run_weights(run) if on_weights else None
     out: dict[str, Any] = {"steps": list(run.steps)}
     if "trajectory" in what:
         out["trajectory"] = trajectory(run, per_tensor=per_tensor, weights=weights)
@@ -547,4 +554,6 @@ def analyze(run: Run, what: tuple[str, ...] = WHAT, per_tensor: bool = False
         out["similarity"] = similarity(run, weights=weights)
     if "oscillation" in what:
         out["oscillation"] = oscillation(run, weights=weights)
+    if "recency" in what:
+        out["recency"] = recency(run, **(recency_options or {}))
     return out

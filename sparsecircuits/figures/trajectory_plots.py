@@ -1,6 +1,6 @@
 """Figures of time in the weights (:mod:`sparsecircuits.trajectory`): the PCA path coloured by
-position in the cycle, the checkpoint x checkpoint similarity heatmaps and the mask
-oscillation spectrum.
+position in the cycle, the checkpoint x checkpoint similarity heatmaps, the mask
+oscillation spectrum and the recency probes (:mod:`sparsecircuits.recency`).
 
 Each takes the run (a folder or a ``Run``), an optional ``ax`` (``fig`` for the heatmaps) and
 optionally the numbers of :func:`sparsecircuits.trajectory.analyze` (computed when not given).
@@ -19,10 +19,10 @@ from matplotlib.ticker import MaxNLocator
 
 from sparsecircuits import trajectory as tj
 from sparsecircuits.figures.plots import say
-from sparsecircuits.figures.style import NEUTRAL, ONE_COLUMN, TWO_COLUMN, save, style
+from sparsecircuits.figures.style import LIGHT, NEUTRAL, ONE_COLUMN, TWO_COLUMN, save, style
 from sparsecircuits.run import Run, open_run
 
-FIGURES = ("trajectory_weights", "trajectory_masks", "similarity", "oscillation")
+FIGURES = ("trajectory_weights", "trajectory_masks", "similarity", "oscillation", "recency")
 """The files `analyze` writes (one per figure, PDF and PNG)."""
 
 
@@ -138,6 +138,81 @@ def oscillation_spectrum(run: Any, ax: Axes | None = None,
     return ax
 
 
+def _centroids(ax: Axes, data: dict[str, Any], recency: np.ndarray, sources: list[str],
+               kind: str) -> None:
+    xs, ys = np.asarray(data["x"], dtype=float), np.asarray(data["y"], dtype=float)
+    if not np.isfinite(xs).any():
+        say(ax, "no checkpoint with two sources that have a recency: no centroids")
+        return
+    cmap, top = plt.get_cmap("viridis"), max(float(np.nanmax(recency)), 1.0)
+    for k in range(len(xs)):
+        keep = np.flatnonzero(np.isfinite(recency[k]) & np.isfinite(xs[k]))
+        keep = keep[np.argsort(recency[k, keep], kind="stable")]
+        last = k == len(xs) - 1
+        if last:
+            ax.plot(xs[k, keep], ys[k, keep], color=NEUTRAL, lw=0.8, zorder=1)
+        ax.scatter(xs[k, keep], ys[k, keep], c=[cmap(r / top) for r in recency[k, keep]],
+                   s=22 if last else 9, edgecolors="black" if last else "none", lw=0.5,
+                   zorder=3 if last else 2)
+        if last:
+            for j in keep:
+                ax.annotate(sources[j], (xs[k, j], ys[k, j]), xytext=(3, 2),
+                            textcoords="offset points", fontsize=5.5)
+    null = data["null"]
+    ax.set_title(f"centroids, {kind}: rho(x, recency) {data['rho_mean']:.2f}\n"
+                 f"(null {null['mean']:.2f}, p {null['p']:.2f}; -1: in training order)")
+    ax.set_xlabel("x: toward the latest source")
+    ax.set_ylabel("y: top PC of the rest")
+    sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, top))
+    ax.figure.colorbar(sm, ax=ax, shrink=0.8).set_label("recency (blocks ago)")
+
+
+def _probe_points(ax: Axes, rows: list[tuple[str, dict[str, Any]]], metric: str,
+                  chance: float, label: str) -> None:
+    for i, (_, score) in enumerate(rows):
+        null = score["null"][metric]
+        lo, hi = null["interval"]
+        ax.plot([i, i], [lo, hi], color=LIGHT, lw=5, solid_capstyle="butt", zorder=1)
+        ax.plot(i, null["mean"], marker="_", color=NEUTRAL, ms=8, zorder=2)
+        ax.plot(i, score[metric], marker="o", color="black", zorder=3)
+    ax.axhline(chance, color=NEUTRAL, lw=0.5, ls=(0, (3, 2)))
+    ax.set_xticks(range(len(rows)), [name for name, _ in rows], rotation=30, ha="right")
+    ax.set_xlim(-0.6, len(rows) - 0.4)
+    ax.set_ylabel(label)
+
+
+def recency_probes(run: Any, fig: Figure | None = None, numbers: dict[str, Any] | None = None,
+                   site: str | None = None) -> Figure:
+    """The recency probes at ``site`` (default: the last probed): the centroid projection at
+    every pooled checkpoint, raw and with each source's mean removed, coloured by recency
+    (the last checkpoint's ringed, named and joined in recency order); and the held-out
+    Spearman and early-vs-late AUC of the probe on the
+    activations beside its controls (black), each with the shuffled-label null (grey: its 95 %
+    interval and mean)."""
+    run = _run(run)
+    with style():
+        if fig is None:
+            fig = plt.figure(figsize=(TWO_COLUMN, TWO_COLUMN * 0.62), layout="constrained")
+        data = _numbers(run, numbers, "recency")
+        if "note" in data:
+            say(fig.subplots(), f"recency: {data['note']}")
+            return fig
+        site = site or data["sites"][-1]
+        axes = fig.subplots(2, 2)
+        recency = np.array([[np.nan if r is None else r for r in row] for row in
+                            data["recency"]], dtype=float)
+        for ax, kind in zip(axes[0], ("raw", "centred"), strict=True):
+            _centroids(ax, data["centroids"][site][kind], recency, data["sources"], kind)
+        probes = data["probes"][site]
+        rows = [(name, probes[name]) for name in ("activations", "direction", "norm")]
+        rows += [("loss", data["loss_probe"]), ("norm+loss", probes["norm+loss"])]
+        _probe_points(axes[1, 0], rows, "spearman", 0.0, "held-out Spearman rho")
+        _probe_points(axes[1, 1], rows, "early_late_auc", 0.5, "early vs late AUC")
+        fig.suptitle(f"recency at {site}: {len(data['steps'])} checkpoints pooled, "
+                     f"{len(data['sources'])} sources, each held out in turn")
+    return fig
+
+
 def write_trajectory_figures(run: Any, numbers: dict[str, Any], out: str | Path,
                              formats: tuple[str, ...] = ("pdf", "png")) -> list[Path]:
     """The figures of the analyses in ``numbers`` into ``out``; returns the files."""
@@ -153,6 +228,8 @@ def write_trajectory_figures(run: Any, numbers: dict[str, Any], out: str | Path,
         drawn.append(("similarity", similarity_heatmaps(run, numbers=numbers)))
     if "oscillation" in numbers:
         drawn.append(("oscillation", oscillation_spectrum(run, numbers=numbers).figure))
+    if "recency" in numbers:
+        drawn.append(("recency", recency_probes(run, numbers=numbers)))
     written = []
     for name, fig in drawn:
         written += [save(fig, out / f"{name}.{fmt}") for fmt in formats]
