@@ -4,7 +4,8 @@
     sparsecircuits extract RUN_DIR [--tasks T ...] [--seeds N] [--threads N]
     sparsecircuits timeline RUN_DIR [--control RUN_DIR]
     sparsecircuits export RUN_DIR [--weight-graphml]
-    sparsecircuits analyze RUN_DIR [--what trajectory,similarity,oscillation] [--per-tensor]
+    sparsecircuits analyze RUN_DIR [--what trajectory,similarity,oscillation,gradients,recovery]
+                           [--per-tensor] [--checkpoints STEP ...] [--steps M]
     sparsecircuits figures RUN_DIR [--control RUN_DIR] [--format pdf,svg,png] [--out DIR]
     sparsecircuits view RUN_DIR [--html OUT.html] [--task T ...]
     sparsecircuits demo [--out DIR] [--set section.field=value ...]
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
 import sys
 import time
 import traceback
@@ -86,10 +88,15 @@ def _analyze(args: argparse.Namespace) -> None:
     run = open_run(args.run_dir)
     what = tuple(w.strip() for w in args.what.split(",") if w.strip())
     try:
-        numbers = analyze(run, what, per_tensor=args.per_tensor)
+        numbers = analyze(run, what, per_tensor=args.per_tensor, checkpoints=args.checkpoints,
+                          steps=args.steps)
     except ValueError as err:
         print(f"sparsecircuits: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    if run.dir.trajectory.exists():  # keep the analyses not asked for this time
+        previous = json.loads(run.dir.trajectory.read_text(encoding="utf-8"))
+        if previous.get("steps") == numbers["steps"]:
+            numbers = {**previous, **numbers}
     run.dir.trajectory.parent.mkdir(exist_ok=True)
     write_json(run.dir.trajectory, numbers, indent=1)
     written = write_trajectory_figures(run, numbers, run.dir.figures)
@@ -165,13 +172,20 @@ def build_parser() -> argparse.ArgumentParser:
                          help="folder for the figures (default: RUN/figures)")
     figures.set_defaults(func=_figures)
     analyze = commands.add_parser("analyze", help="time in the weights: PCA path, checkpoint "
-                                  "similarity, mask oscillation (analysis/trajectory.json)")
+                                  "similarity, mask oscillation, gradient cosine, recovery "
+                                  "matrix (analysis/trajectory.json)")
     analyze.add_argument("run_dir", metavar="RUN")
-    analyze.add_argument("--what", default="trajectory,similarity,oscillation",
-                         metavar="trajectory,similarity,oscillation",
-                         help="comma-separated analyses (default: all three)")
+    analyze.add_argument("--what", default="trajectory,similarity,oscillation,gradients",
+                         metavar="trajectory,similarity,oscillation,gradients,recovery",
+                         help="comma-separated analyses (default: all but recovery, which "
+                              "trains M steps per source and checkpoint)")
     analyze.add_argument("--per-tensor", action="store_true",
                          help="also the PCA path of each tensor")
+    analyze.add_argument("--checkpoints", nargs="+", type=int, metavar="STEP",
+                         help="steps (or negative indices, -1: the newest) for the gradient "
+                              "cosine (default: all) and the recovery matrix (default: -1)")
+    analyze.add_argument("--steps", type=int, metavar="M",
+                         help="recovery: training steps per source (default: one block)")
     analyze.set_defaults(func=_analyze)
 
     view = commands.add_parser("view", help="the circuit viewer as one self-contained HTML page")

@@ -15,6 +15,10 @@ function that applies it to a :class:`~sparsecircuits.run.Run`:
   re-enters the kept set and the power of its alive sequence at the cycle's frequency, against
   a shuffled-time control (the checkpoints' order permuted).
 
+:func:`analyze` also runs the two analyses of transfer between sources,
+:mod:`sparsecircuits.transfer`: the gradient cosine (``gradients``) and, only when named, the
+pairwise recovery matrix (``recovery``, which trains).
+
 Masks are read from the tensors that are weight-sparse (some weight zero at some checkpoint);
 dense tensors (all alive throughout) are left out of the mask analyses.
 """
@@ -29,8 +33,10 @@ import numpy as np
 if TYPE_CHECKING:
     from sparsecircuits.run import Run
 
-WHAT = ("trajectory", "similarity", "oscillation")
+WHAT = ("trajectory", "similarity", "oscillation", "gradients")
 """The analyses, in the order ``sparsecircuits analyze`` runs them."""
+ON_DEMAND = ("recovery",)
+"""Analyses that train (:mod:`sparsecircuits.transfer`): run only when named."""
 
 
 # -- 1. the weight trajectory --------------------------------------------------------------
@@ -361,14 +367,21 @@ def oscillation(run: Run, weights: tuple[np.ndarray, np.ndarray, list] | None = 
             "spectrum": {"freqs": freqs.tolist(), "power": power.tolist()}}
 
 
-def analyze(run: Run, what: tuple[str, ...] = WHAT, per_tensor: bool = False
-            ) -> dict[str, Any]:
-    """The analyses named in ``what`` (of :data:`WHAT`) on one run, as JSON-ready numbers."""
-    unknown = [w for w in what if w not in WHAT]
+def analyze(run: Run, what: tuple[str, ...] = WHAT, per_tensor: bool = False,
+            checkpoints: list[int | str] | None = None, steps: int | None = None,
+            progress: bool | None = None) -> dict[str, Any]:
+    """The analyses named in ``what`` (of :data:`WHAT` and :data:`ON_DEMAND`) on one run, as
+    JSON-ready numbers. ``checkpoints`` and ``steps`` choose where the gradient cosine and the
+    recovery matrix are computed and how many steps each recovery row trains
+    (:mod:`sparsecircuits.transfer`)."""
+    unknown = [w for w in what if w not in WHAT + ON_DEMAND]
     if unknown:
         raise ValueError(f"--what: unknown analysis {', '.join(unknown)}; choose among "
-                         f"{', '.join(WHAT)}")
-    weights = run_weights(run)
+                         f"{', '.join(WHAT + ON_DEMAND)}")
+    from sparsecircuits import transfer  # it imports this module
+
+    needs_weights = {"trajectory", "similarity", "oscillation"} & set(what)
+    weights = run_weights(run) if needs_weights else None
     out: dict[str, Any] = {"steps": list(run.steps)}
     if "trajectory" in what:
         out["trajectory"] = trajectory(run, per_tensor=per_tensor, weights=weights)
@@ -376,4 +389,8 @@ def analyze(run: Run, what: tuple[str, ...] = WHAT, per_tensor: bool = False
         out["similarity"] = similarity(run, weights=weights)
     if "oscillation" in what:
         out["oscillation"] = oscillation(run, weights=weights)
+    if "gradients" in what:
+        out["gradients"] = transfer.gradients(run, checkpoints, progress=progress)
+    if "recovery" in what:
+        out["recovery"] = transfer.recovery(run, checkpoints, steps, progress=progress)
     return out
