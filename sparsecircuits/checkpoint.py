@@ -314,6 +314,11 @@ def load_state(ckpt: Path) -> dict[str, Tensor]:
     return load_tensors(path)
 
 
+def has_state(ckpt: Path) -> bool:
+    """Whether a checkpoint kept its resume state (only the :data:`RESUMABLE` newest do)."""
+    return (Path(ckpt) / STATE_FILE).exists()
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
     """The newest complete checkpoint of a run, or None."""
     found = list_checkpoints(run_dir)

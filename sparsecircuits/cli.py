@@ -4,8 +4,9 @@
     sparsecircuits extract RUN_DIR [--tasks T ...] [--seeds N] [--threads N]
     sparsecircuits timeline RUN_DIR [--control RUN_DIR]
     sparsecircuits export RUN_DIR [--weight-graphml]
-    sparsecircuits analyze RUN_DIR [--what trajectory,similarity,oscillation,recency] [--per-tensor]
-                                   [--sites HOOK,...] [--checkpoints last-cycle|all|STEP,...]
+    sparsecircuits analyze RUN_DIR [--what trajectory,similarity,oscillation,recency,gradients,
+                                   recovery] [--per-tensor] [--checkpoints SPEC] [--steps M]
+                                   [--sites HOOK,...]
     sparsecircuits figures RUN_DIR [--control RUN_DIR] [--format pdf,svg,png] [--out DIR]
     sparsecircuits view RUN_DIR [--html OUT.html] [--task T ...]
     sparsecircuits demo [--out DIR] [--set section.field=value ...]
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
 import os
 import sys
 import time
@@ -28,6 +30,7 @@ from pathlib import Path
 
 from sparsecircuits.checkpoint import CheckpointError
 from sparsecircuits.config import PRESETS, ConfigError, load_config
+from sparsecircuits.trajectory import ON_DEMAND, WHAT
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -95,31 +98,31 @@ def _analyze(args: argparse.Namespace) -> None:
     what = tuple(w.strip() for w in args.what.split(",") if w.strip())
     try:
         numbers = analyze(run, what, per_tensor=args.per_tensor,
-                          recency_options=_recency_options(args))
+                          checkpoints=_checkpoints(args.checkpoints), steps=args.steps,
+                          sites=args.sites and [s.strip() for s in args.sites.split(",")
+                                                if s.strip()])
     except ValueError as err:
         print(f"sparsecircuits: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    if run.dir.trajectory.exists():  # keep the analyses not asked for this time
+        previous = json.loads(run.dir.trajectory.read_text(encoding="utf-8"))
+        if previous.get("steps") == numbers["steps"]:
+            numbers = {**previous, **numbers}
     run.dir.trajectory.parent.mkdir(exist_ok=True)
     write_json(run.dir.trajectory, numbers, indent=1)
     written = write_trajectory_figures(run, numbers, run.dir.figures)
     print(f"wrote {run.dir.trajectory} and {len(written)} figure files in {run.dir.figures}")
 
 
-def _recency_options(args: argparse.Namespace) -> dict:
-    """``--sites`` and ``--checkpoints`` as keyword arguments of ``recency.recency``."""
-    options: dict = {}
-    if args.sites:
-        options["sites"] = [s.strip() for s in args.sites.split(",") if s.strip()]
-    if args.checkpoints in ("last-cycle", "all"):
-        options["checkpoints"] = args.checkpoints
-    elif args.checkpoints:
-        try:
-            options["checkpoints"] = [int(s) for s in args.checkpoints.split(",") if s.strip()]
-        except ValueError:
-            raise ValueError(f"--checkpoints: {args.checkpoints!r}; give last-cycle, all or "
-                             "steps separated by commas (599,649 or --checkpoints=-2,-1)"
-                             ) from None
-    return options
+def _checkpoints(spec: str | None) -> str | list[int] | None:
+    """``--checkpoints``: a name (all, newest, last-cycle) or steps separated by commas."""
+    if spec is None or spec in ("all", "newest", "last-cycle"):
+        return spec
+    try:
+        return [int(s) for s in spec.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--checkpoints: {spec!r}; give all, newest, last-cycle or steps "
+                         "separated by commas (599,649 or --checkpoints=-2,-1)") from None
 
 
 def _view(args: argparse.Namespace) -> None:
@@ -221,21 +224,23 @@ def build_parser() -> argparse.ArgumentParser:
                          help="folder for the figures (default: RUN/figures)")
     figures.set_defaults(func=_figures)
     analyze = commands.add_parser("analyze", help="time in the weights: PCA path, checkpoint "
-                                  "similarity, mask oscillation, recency probes "
-                                  "(analysis/trajectory.json)")
+                                  "similarity, mask oscillation, recency probes, gradient "
+                                  "cosine, recovery matrix (analysis/trajectory.json)")
     analyze.add_argument("run_dir", metavar="RUN")
-    analyze.add_argument("--what", default="trajectory,similarity,oscillation,recency",
-                         metavar="trajectory,similarity,oscillation,recency",
-                         help="comma-separated analyses (default: all four)")
+    analyze.add_argument("--what", default=",".join(WHAT), metavar=",".join(WHAT + ON_DEMAND),
+                         help="comma-separated analyses (default: all but recovery, which "
+                              "trains M steps per source and checkpoint)")
     analyze.add_argument("--per-tensor", action="store_true",
                          help="also the PCA path of each tensor")
+    analyze.add_argument("--checkpoints", metavar="all|newest|last-cycle|STEP,...",
+                         help="where the per-checkpoint analyses look (default: recency the "
+                              "last cycle, gradients all, recovery the newest); steps or "
+                              "negative indices as --checkpoints=-6,-1")
+    analyze.add_argument("--steps", type=int, metavar="M",
+                         help="recovery: training steps per source (default: one block)")
     analyze.add_argument("--sites", metavar="HOOK,...",
                          help="recency: comma-separated hook names to probe (default: "
                               "blocks.<l>.hook_resid_post of every block)")
-    analyze.add_argument("--checkpoints", metavar="last-cycle|all|STEP,...",
-                         help="recency: the checkpoints pooled (default: last-cycle, the "
-                              "latest blocks, as many as a cycle has; negative indices as "
-                              "--checkpoints=-6,-1)")
     analyze.set_defaults(func=_analyze)
 
     view = commands.add_parser("view", help="the circuit viewer as one self-contained HTML page")

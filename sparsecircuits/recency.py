@@ -68,7 +68,6 @@ source-centred ones (each source's mean over the pooled checkpoints removed firs
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -327,26 +326,6 @@ def check_sites(model: torch.nn.Module, sites: Sequence[str]) -> list[str]:
     return list(sites)
 
 
-def pooled_steps(run: Run, checkpoints: str | Sequence[int | str] | None = None) -> list[int]:
-    """The steps ``checkpoints`` names: ``None`` or ``"last-cycle"`` (the checkpoints of the
-    latest blocks, as many blocks as a cycle has), ``"all"``, or a list of steps (an int, a
-    negative index, or a checkpoint folder name each)."""
-    run.step(-1)  # a run without checkpoints says so
-    if checkpoints is None or checkpoints == "last-cycle":
-        blocks = build_schedule(run.config.schedule).blocks()
-        period = max(Counter(b.cycle for b in blocks if b.cycle >= 0).values(), default=1)
-        newest = run.checkpoints[-1].block
-        return [c.step for c in run.checkpoints if c.block > newest - period]
-    if checkpoints == "all":
-        return list(run.steps)
-    if isinstance(checkpoints, str):
-        raise ValueError(f"--checkpoints: {checkpoints!r}; give last-cycle, all or a list of "
-                         f"steps")
-    if not checkpoints:
-        raise ValueError("--checkpoints: no checkpoint named; give last-cycle, all or steps")
-    return sorted({run.step(s) for s in checkpoints})
-
-
 def _examples(run: Run, source: str, count: int | None, documents: dict[str, torch.Tensor]
               ) -> tuple[torch.Tensor, Any, bool]:
     """The tokens of a source's examples, ``loss(logits, rows)`` (the loss of those rows, an
@@ -435,7 +414,8 @@ def recency(run: Run, checkpoints: str | Sequence[int | str] | None = None,
             alpha: float = 1.0, permutations: int = 200, seed: int = 0,
             progress: bool | None = None) -> dict[str, Any]:
     """The recency probes and centroid projections of the module doc at the checkpoints
-    ``checkpoints`` names (:func:`pooled_steps`), at ``sites`` (default: :func:`default_sites`),
+    ``checkpoints`` names (:meth:`Run.select`, default ``last-cycle``), at ``sites``
+    (default: :func:`default_sites`),
     on ``examples`` examples per source (default: the run's ``data.eval_examples`` for a task,
     every fixed window for a document), as JSON-ready numbers: ``probes[site][features]`` and
     ``loss_probe`` (:func:`probe`), ``centroids[site]["raw" | "centred"]``
@@ -443,7 +423,7 @@ def recency(run: Run, checkpoints: str | Sequence[int | str] | None = None,
     ``sources``; None: no block of its own yet) and the cells ``left_out``. A table that
     cannot be probed (:func:`why_not`: an ``iid`` schedule, a single checkpoint) gives only
     the steps, the table and a ``note`` saying why."""
-    steps = pooled_steps(run, checkpoints)
+    steps = run.select(checkpoints, "last-cycle")
     model = run.model(steps[-1])
     sites = check_sites(model, sites) if sites else default_sites(model)
     table = run_table(run, steps)

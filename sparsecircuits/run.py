@@ -20,7 +20,8 @@ A run that changes on disk (training or extraction still going) is read again by
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
+from collections import Counter, OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -41,6 +42,7 @@ from sparsecircuits.data.tasks import TASKS
 from sparsecircuits.metrics import LossMatrix, read_evals
 from sparsecircuits.model import SparseGPT
 from sparsecircuits.rundir import STEP_NAME, RunDir, step_name
+from sparsecircuits.schedules import build_schedule
 
 Step = int | str
 
@@ -149,6 +151,27 @@ class Run:
             raise CheckpointError(f"{self.path}: no checkpoint at step {step} (nearest: {near}; "
                                   f"checkpoints: {_span(steps)})")
         return int(step)
+
+    def select(self, checkpoints: str | Sequence[Step] | None = None, default: str = "all"
+               ) -> list[int]:
+        """The steps ``checkpoints`` names, oldest first: ``"all"``, ``"newest"``,
+        ``"last-cycle"`` (the checkpoints of the latest blocks, as many blocks as a cycle has),
+        or a list of steps (module doc); None names ``default``. What ``--checkpoints`` takes."""
+        self.step(-1)  # a run without checkpoints says so
+        checkpoints = default if checkpoints is None else checkpoints
+        if checkpoints == "all":
+            return list(self.steps)
+        if checkpoints == "newest":
+            return [self.steps[-1]]
+        if checkpoints == "last-cycle":
+            blocks = build_schedule(self.config.schedule).blocks()
+            period = max(Counter(b.cycle for b in blocks if b.cycle >= 0).values(), default=1)
+            newest = self.checkpoints[-1].block
+            return [c.step for c in self.checkpoints if c.block > newest - period]
+        if isinstance(checkpoints, str) or not checkpoints:
+            raise ValueError(f"--checkpoints: {checkpoints!r}; give all, newest, last-cycle or "
+                             "steps")
+        return sorted({self.step(s) for s in checkpoints})
 
     # -- per checkpoint --------------------------------------------------------------------
 

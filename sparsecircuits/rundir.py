@@ -19,7 +19,11 @@ extractor, the timeline, the viewer and the figures ask a :class:`RunDir` for it
       <task>[.seed<k>].mask.safetensors  trained mask logits: the next checkpoint's warm start
     analysis/summary.json                the timeline's headline numbers (`timeline`)
     analysis/trajectory.json             weight trajectory, similarity, mask oscillation,
-                                         recency probes (`analyze`, sparsecircuits.trajectory)
+                                         recency probes, gradient cosine, recovery matrices
+                                         (`analyze`, sparsecircuits.trajectory)
+    analysis/recovery/<step>.m<M>.json   pairwise recovery rows from checkpoint <step>, M
+                                         steps each, as they complete (`analyze --what
+                                         recovery`, sparsecircuits.transfer; a cache)
     exports/                             GEXF, node-link JSON, GraphML, CSV (`export`, opt-in)
     viewer/bundle.bin, viewer/viewer.html  the viewer's bundle and page (caches, rebuilt on change)
     figures/                             publication figures (`figures`)
@@ -49,6 +53,7 @@ FIGURES = "figures"
 MODEL_FILE, STATE_FILE, META_FILE = "model.safetensors", "state.safetensors", "meta.json"
 SUMMARY_FILE = "summary.json"
 TRAJECTORY_FILE = "trajectory.json"
+RECOVERY = "recovery"
 REPORT = "REPORT.md"
 BUNDLE_FILE, PAGE_FILE = "bundle.bin", "viewer.html"
 DERIVED = (ANALYSIS, EXPORTS, VIEWER, FIGURES, REPORT, LOCK)
@@ -63,7 +68,8 @@ CIRCUIT_FILE = re.compile(r"(?P<task>[a-z0-9_:]+?)(?:\.seed(?P<seed>[1-9]\d*))?\
 TREE = (LOCK, CONFIG, METRICS, EVALS, f"{CHECKPOINTS}/<step>/", MODEL_FILE, STATE_FILE,
         META_FILE, f"{CIRCUITS}/<step>/", "<task>.json", "<task>.seed<k>.json",
         "<task>[.seed<k>].mask.safetensors", f"{ANALYSIS}/{SUMMARY_FILE}",
-        f"{ANALYSIS}/{TRAJECTORY_FILE}", f"{EXPORTS}/",
+        f"{ANALYSIS}/{TRAJECTORY_FILE}", f"{ANALYSIS}/{RECOVERY}/<step>.m<M>.json",
+        f"{EXPORTS}/",
         f"{VIEWER}/", f"{FIGURES}/", REPORT)
 """Every entry of the tree above, as README's "A run folder" must name it."""
 
@@ -121,6 +127,11 @@ class RunDir:
     def trajectory(self) -> Path:
         """The numbers of `analyze` (:mod:`sparsecircuits.trajectory`)."""
         return self.root / ANALYSIS / TRAJECTORY_FILE
+
+    def recovery(self, step: int, steps: int) -> Path:
+        """The pairwise recovery rows from checkpoint ``step`` after ``steps`` training steps
+        each (:mod:`sparsecircuits.transfer`)."""
+        return self.root / ANALYSIS / RECOVERY / f"{step_name(step)}.m{steps}.json"
 
     @property
     def exports(self) -> Path:

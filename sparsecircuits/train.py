@@ -20,7 +20,8 @@ import math
 import os
 import sys
 from collections import Counter
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -279,6 +280,19 @@ class TrainingError(RuntimeError):
     """A run that cannot go on (a non-finite loss); the message names the run folder."""
 
 
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Within: ``threads`` torch threads (``run.threads``; 0 keeps torch's count), restored
+    after. A run is bitwise reproducible at one thread count."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def run_device(config: Config) -> torch.device:
     """The device ``run.device`` names, or a ConfigError if this machine lacks it."""
     device = torch.device(config.run.device)
@@ -393,17 +407,11 @@ class Trainer:
     def train(self, resume: bool = False, progress: bool | None = None) -> Path:
         """Train to the end of the schedule; return the run folder. Runs at ``run.threads``
         torch threads (when set) and restores torch's thread count after."""
-        threads = torch.get_num_threads()
-        if self.config.run.threads:
-            torch.set_num_threads(self.config.run.threads)
-        try:
-            with ExitStack() as stack:
-                saved = self.ranks.from_writer(lambda: self._open(stack, resume))
-                if saved is not None:  # every rank continues from rank 0's reading of it
-                    self._restore(*saved)
-                self._loop(progress)
-        finally:
-            torch.set_num_threads(threads)
+        with torch_threads(self.config.run.threads), ExitStack() as stack:
+            saved = self.ranks.from_writer(lambda: self._open(stack, resume))
+            if saved is not None:  # every rank continues from rank 0's reading of it
+                self._restore(*saved)
+            self._loop(progress)
         return self.run_dir
 
     def _loop(self, progress: bool | None) -> None:
@@ -455,6 +463,31 @@ class Trainer:
             "lr": lr,
             "grad_rms": grad_rms,
         }
+
+    # -- branches off the run (sparsecircuits.transfer) -------------------------------------
+
+    def branch(self, checkpoint: Path) -> bool:
+        """Stand at ``checkpoint`` to train a branch off the run, which writes nothing: its
+        weights, and its optimizer moments and masks where it kept them (the
+        ``checkpoint.RESUMABLE`` newest checkpoints); without them the optimizer starts fresh.
+        The next step is the one after the checkpoint's. Returns whether it had them."""
+        self.optimizer.state.clear()
+        if ckpt.has_state(checkpoint):
+            self.step = self._restore(checkpoint) + 1
+            return True
+        weights, meta = ckpt.load_weights(checkpoint)
+        self.model.load_state_dict(weights)
+        self.step = meta["step"] + 1
+        return False
+
+    def step_on(self, source: str) -> dict[str, Any]:
+        """One step on ``source`` alone, off the schedule: the batch, learning rate and
+        projection of the trainer's step, as the run would draw them; writes nothing. Returns
+        the step's record (loss, learning rate)."""
+        record = self._train_step(Slot(self.step, source, cycle=-1, block=-1, position=-1,
+                                       offset=0))
+        self.step += 1
+        return record
 
     def _count(self, churn: dict[str, Churn]) -> None:
         for name, c in churn.items():

@@ -18,8 +18,10 @@ function that applies it to a :class:`~sparsecircuits.run.Run`:
   that are an edge of some task's circuit, against the share among all flipping weights and
   among all weights ever alive.
 
-:func:`analyze` runs them, and the recency probes of :mod:`sparsecircuits.recency` (on
-activations, not weights), for ``sparsecircuits analyze``.
+:func:`analyze` runs them for ``sparsecircuits analyze``, with the recency probes of
+:mod:`sparsecircuits.recency` (on activations, not weights) and the two analyses of transfer
+between sources of :mod:`sparsecircuits.transfer`: the gradient cosine (``gradients``) and,
+only when named, the pairwise recovery matrix (``recovery``, which trains).
 
 Masks are read from the tensors that are weight-sparse (some weight zero at some checkpoint);
 dense tensors (all alive throughout) are left out of the mask analyses.
@@ -32,13 +34,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sparsecircuits.recency import recency
-
 if TYPE_CHECKING:
     from sparsecircuits.run import Run
 
-WHAT = ("trajectory", "similarity", "oscillation", "recency")
+WHAT = ("trajectory", "similarity", "oscillation", "recency", "gradients")
 """The analyses, in the order ``sparsecircuits analyze`` runs them."""
+ON_DEMAND = ("recovery",)
+"""Analyses that train (:mod:`sparsecircuits.transfer`): run only when named."""
 
 
 # -- 1. the weight trajectory --------------------------------------------------------------
@@ -538,15 +540,23 @@ def headline(numbers: dict[str, Any]) -> dict[str, float]:
 
 
 def analyze(run: Run, what: tuple[str, ...] = WHAT, per_tensor: bool = False,
-            recency_options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The analyses named in ``what`` (of :data:`WHAT`) on one run, as JSON-ready numbers;
-    ``recency`` is :func:`sparsecircuits.recency.recency` with ``recency_options``."""
-    unknown = [w for w in what if w not in WHAT]
+            checkpoints: str | list[int | str] | None = None, steps: int | None = None,
+            sites: list[str] | None = None, progress: bool | None = None) -> dict[str, Any]:
+    """The analyses named in ``what`` (of :data:`WHAT` and :data:`ON_DEMAND`) on one run, as
+    JSON-ready numbers. ``checkpoints`` (:meth:`Run.select`) chooses where the per-checkpoint
+    analyses look (default: the recency probes the last cycle, the gradient cosine all
+    checkpoints, the recovery matrix the newest); ``steps`` how many steps each recovery row
+    trains (:mod:`sparsecircuits.transfer`); ``sites`` the hook sites the recency probes read
+    (:mod:`sparsecircuits.recency`)."""
+    unknown = [w for w in what if w not in WHAT + ON_DEMAND]
     if unknown:
         raise ValueError(f"--what: unknown analysis {', '.join(unknown)}; choose among "
-                         f"{', '.join(WHAT)}")
-    on_weights = {"trajectory", "similarity", "oscillation"} & set(what)
-    weights = run_weights(run) if on_weights else None
+                         f"{', '.join(WHAT + ON_DEMAND)}")
+    from sparsecircuits import transfer  # it imports this module
+    from sparsecircuits.recency import recency
+
+    needs_weights = {"trajectory", "similarity", "oscillation"} & set(what)
+    weights = run_weights(run) if needs_weights else None
     out: dict[str, Any] = {"steps": list(run.steps)}
     if "trajectory" in what:
         out["trajectory"] = trajectory(run, per_tensor=per_tensor, weights=weights)
@@ -555,5 +565,9 @@ def analyze(run: Run, what: tuple[str, ...] = WHAT, per_tensor: bool = False,
     if "oscillation" in what:
         out["oscillation"] = oscillation(run, weights=weights)
     if "recency" in what:
-        out["recency"] = recency(run, **(recency_options or {}))
+        out["recency"] = recency(run, checkpoints, sites)
+    if "gradients" in what:
+        out["gradients"] = transfer.gradients(run, checkpoints, progress=progress)
+    if "recovery" in what:
+        out["recovery"] = transfer.recovery(run, checkpoints, steps, progress=progress)
     return out

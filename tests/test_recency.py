@@ -168,7 +168,7 @@ def test_on_a_micro_run_the_numbers_the_figure_and_the_cli(micro_run, capsys):
     probe = numbers["probes"]["blocks.0.hook_resid_post"]["activations"]
     assert set(probe) == {*rc.METRICS, "null"} and -1 <= probe["spearman"] <= 1
     json.dumps(numbers, allow_nan=True)
-    assert rc.pooled_steps(run) == run.steps[-3:]  # the last cycle: three blocks
+    assert run.select(default="last-cycle") == run.steps[-3:]  # the last cycle: three blocks
 
     fig = tp.recency_probes(run, numbers={"recency": numbers})
     titles = " ".join(ax.get_title() for ax in fig.axes)

@@ -196,8 +196,8 @@ def test_on_a_run_the_numbers_and_the_figures(tmp_path):
     assert x.shape == (10, 15) and [s[0] for s in spans] == ["weight", "bias"]
     assert sparse.tolist() == [True] * 12 + [False] * 3  # the bias never has a zero
     assert tj.schedule_of(run)["period"] == 3
-    on_weights = ("trajectory", "similarity", "oscillation")  # recency: tests/test_recency.py
-    numbers = tj.analyze(run, on_weights, per_tensor=True)
+    weights_only = ("trajectory", "similarity", "oscillation")  # the stub has no config
+    numbers = tj.analyze(run, weights_only, per_tensor=True)
     assert set(numbers["trajectory"]["tensors"]) == {"weight", "bias"}
     assert numbers["similarity"]["schedule_period"] == 3
     assert len(numbers["similarity"]["matrices"]["jaccard"]) == 10
@@ -213,7 +213,8 @@ def test_on_a_run_the_numbers_and_the_figures(tmp_path):
     from sparsecircuits.figures import trajectory_plots as tp
 
     written = tp.write_trajectory_figures(run, numbers, tmp_path, formats=("png",))
-    assert sorted(p.stem for p in written) == sorted(set(tp.FIGURES) - {"recency"})
+    assert sorted(p.stem for p in written) == ["oscillation", "similarity",
+                                               "trajectory_masks", "trajectory_weights"]
     assert all(p.stat().st_size > 1000 for p in written)
     ax = tp.pca_path(run, "masks", numbers=numbers)
     assert ax.get_xlabel().startswith("PC1") and "cycle 1" in [t.get_text() for t in ax.texts]

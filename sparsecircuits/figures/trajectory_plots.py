@@ -1,6 +1,8 @@
 """Figures of time in the weights (:mod:`sparsecircuits.trajectory`): the PCA path coloured by
 position in the cycle, the checkpoint x checkpoint similarity heatmaps, the mask
-oscillation spectrum and the recency probes (:mod:`sparsecircuits.recency`).
+oscillation spectrum and the recency probes (:mod:`sparsecircuits.recency`); and of transfer
+between sources (:mod:`sparsecircuits.transfer`): the source x source gradient cosine and
+pairwise recovery matrices with their profiles around the cycle.
 
 Each takes the run (a folder or a ``Run``), an optional ``ax`` (``fig`` for the heatmaps) and
 optionally the numbers of :func:`sparsecircuits.trajectory.analyze` (computed when not given).
@@ -19,11 +21,20 @@ from matplotlib.ticker import MaxNLocator
 
 from sparsecircuits import trajectory as tj
 from sparsecircuits.figures.plots import say
-from sparsecircuits.figures.style import LIGHT, NEUTRAL, ONE_COLUMN, TWO_COLUMN, save, style
+from sparsecircuits.figures.style import (
+    LIGHT,
+    NEUTRAL,
+    ONE_COLUMN,
+    TWO_COLUMN,
+    save,
+    source_color,
+    style,
+)
 from sparsecircuits.run import Run, open_run
 
-FIGURES = ("trajectory_weights", "trajectory_masks", "similarity", "oscillation", "recency")
-"""The files `analyze` writes (one per figure, PDF and PNG)."""
+FIGURES = ("trajectory_weights", "trajectory_masks", "similarity", "oscillation", "recency",
+           "gradient_cosine", "recovery_matrix")
+"""The files `analyze` writes (one per figure, PDF and PNG; each when its numbers are there)."""
 
 
 def _run(run: Any) -> Run:
@@ -210,6 +221,132 @@ def recency_probes(run: Any, fig: Figure | None = None, numbers: dict[str, Any] 
         _probe_points(axes[1, 1], rows, "early_late_auc", 0.5, "early vs late AUC")
         fig.suptitle(f"recency at {site}: {len(data['steps'])} checkpoints pooled, "
                      f"{len(data['sources'])} sources, each held out in turn")
+
+
+def _entry(entries: list[dict[str, Any]], step: int | None) -> dict[str, Any]:
+    """The entry of ``step`` (default: the newest)."""
+    if step is None:
+        return entries[-1]
+    for entry in entries:
+        if entry["step"] == step:
+            return entry
+    raise ValueError(f"step {step}: not among the computed checkpoints "
+                     f"{[e['step'] for e in entries]}")
+
+
+def _two(value: float | None) -> str:
+    """A number to two places, ``n/a`` for nan (or null, read back from JSON)."""
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:.2f}"
+
+
+def _source_matrix(ax: Axes, matrix: np.ndarray, order: list[str], label: str,
+                   hide_diagonal: bool = False) -> None:
+    """A source x source heatmap in cycle order, values written in the cells, on a diverging
+    colour map centred at 0 (symmetric limits over the drawn cells; the diagonal grey when
+    hidden)."""
+    m = np.array(matrix, dtype=float)
+    if hide_diagonal:
+        np.fill_diagonal(m, np.nan)
+    limit = float(np.nanmax(np.abs(m))) if np.isfinite(m).any() else 1.0
+    limit = limit if limit > 0 else 1.0
+    cmap = plt.get_cmap("RdBu_r").with_extremes(bad=LIGHT)
+    im = ax.imshow(np.ma.masked_invalid(m), cmap=cmap, vmin=-limit, vmax=limit,
+                   interpolation="nearest")
+    for (i, j), value in np.ndenumerate(m):
+        if np.isfinite(value):
+            ax.text(j, i, f"{value:.2f}".replace("-0.00", "0.00"), ha="center", va="center",
+                    fontsize=5,
+                    color="white" if abs(value) > 0.6 * limit else "black")
+    ticks = range(len(order))
+    ax.set_xticks(ticks, order, rotation=45, ha="right")
+    ax.set_yticks(ticks, order)
+    for tick, source in zip(ax.get_yticklabels(), order, strict=True):
+        tick.set_color(source_color(source))
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    bar = ax.figure.colorbar(im, ax=ax, shrink=0.8)
+    bar.set_label(label)
+    bar.outline.set_visible(False)
+
+
+def gradient_cosine(run: Any, fig: Figure | None = None, numbers: dict[str, Any] | None = None,
+                    step: int | None = None, kind: str = "alive") -> Figure:
+    """Left: the cosine between every two sources' gradients at a checkpoint (``step``,
+    default the newest computed), over the ``kind`` weights (``alive`` or ``all``), sources in
+    cycle order, the diagonal (1) grey. Right: the mean cosine at each cycle distance, at every
+    computed checkpoint (grey; the chosen one in black) and over the cycles' checkpoints
+    (dashed), titled with the chosen checkpoint's correlation with the distance and its
+    order-permutation p."""
+    run = _run(run)
+    with style():
+        if fig is None:
+            fig = plt.figure(figsize=(TWO_COLUMN, TWO_COLUMN * 0.36), layout="constrained")
+        data = _numbers(run, numbers, "gradients")
+        left, right = fig.subplots(1, 2, width_ratios=(1.2, 1))
+        if not data["checkpoints"] or len(data["order"]) < 2:
+            say(left, "fewer than two sources or no checkpoint: no cosine to draw")
+            return fig
+        entry = _entry(data["checkpoints"], step)
+        order, numbers_at = data["order"], entry[kind]
+        _source_matrix(left, numbers_at["cosine"], order, "cosine of gradients",
+                       hide_diagonal=True)
+        left.set_title(f"step {entry['step']} ({kind} weights)")
+        distances = np.arange(len(numbers_at["by_distance"]))[1:]
+        for other in data["checkpoints"]:
+            chosen = other is entry
+            right.plot(distances, np.asarray(other[kind]["by_distance"][1:], dtype=float),
+                       marker="o" if chosen else None,
+                       color="black" if chosen else LIGHT, lw=1.0 if chosen else 0.6,
+                       zorder=3 if chosen else 1)
+        right.plot(distances, np.asarray(data["summary"][kind]["by_distance"][1:], dtype=float),
+                   color=NEUTRAL,
+                   ls=(0, (3, 2)), label="mean over the cycles")
+        right.axhline(0, color=NEUTRAL, lw=0.5)
+        right.xaxis.set_major_locator(MaxNLocator(integer=True))
+        right.set_xlabel("cycle distance (blocks)")
+        right.set_ylabel("mean cosine")
+        repeat = numbers_at.get("repeat")
+        ceiling = (f"\nsame source, other batch: {_two(np.nanmean(np.asarray(repeat, float)))}"
+                   if repeat else "")
+        right.set_title(f"r = {_two(numbers_at['correlation'])} with distance, order p = "
+                        f"{_two(numbers_at['order_p'])}{ceiling}")
+        right.legend(loc="best")
+    return fig
+
+
+def recovery_matrix(run: Any, fig: Figure | None = None,
+                    numbers: dict[str, Any] | None = None, step: int | None = None) -> Figure:
+    """Left: the pairwise recovery matrix at a checkpoint (``step``, default the newest
+    computed): the change of each source's loss (column) after training on one (row) alone,
+    on a diverging colour map centred at 0 (blue: the loss fell). Right: its mean at each
+    offset around the cycle (0: the trained source itself), titled with the correlation with
+    the cycle distance off the diagonal and its order-permutation p. Without given numbers
+    this trains (one block per source at the newest checkpoint, cached)."""
+    run = _run(run)
+    with style():
+        if fig is None:
+            fig = plt.figure(figsize=(TWO_COLUMN, TWO_COLUMN * 0.36), layout="constrained")
+        data = _numbers(run, numbers, "recovery")
+        left, right = fig.subplots(1, 2, width_ratios=(1.2, 1))
+        if not data["checkpoints"]:
+            say(left, "no checkpoint computed: no matrix to draw")
+            return fig
+        entry = _entry(data["checkpoints"], step)
+        order = data["order"]
+        _source_matrix(left, entry["matrix"], order, "loss change (after - before)")
+        left.set_xlabel("evaluated on")
+        left.set_ylabel("trained on")
+        left.set_title(f"step {entry['step']}, {data['steps']} steps per row")
+        offsets = np.arange(len(entry["by_offset"]))
+        right.bar(offsets, np.asarray(entry["by_offset"], dtype=float), width=0.6,
+                  color=[NEUTRAL] + ["black"] * (len(offsets) - 1))
+        right.axhline(0, color=NEUTRAL, lw=0.5)
+        right.xaxis.set_major_locator(MaxNLocator(integer=True))
+        right.set_xlabel("blocks from the trained source to the evaluated one")
+        right.set_ylabel("mean loss change")
+        right.set_title(f"r = {_two(entry['correlation'])} with distance, order p = "
+                        f"{_two(entry['order_p'])}\noptimizer state "
+                        f"{entry['optimizer'].split(':')[0]}")
     return fig
 
 
@@ -230,6 +367,10 @@ def write_trajectory_figures(run: Any, numbers: dict[str, Any], out: str | Path,
         drawn.append(("oscillation", oscillation_spectrum(run, numbers=numbers).figure))
     if "recency" in numbers:
         drawn.append(("recency", recency_probes(run, numbers=numbers)))
+    if "gradients" in numbers:
+        drawn.append(("gradient_cosine", gradient_cosine(run, numbers=numbers)))
+    if "recovery" in numbers:
+        drawn.append(("recovery_matrix", recovery_matrix(run, numbers=numbers)))
     written = []
     for name, fig in drawn:
         written += [save(fig, out / f"{name}.{fmt}") for fmt in formats]
