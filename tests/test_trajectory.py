@@ -218,3 +218,14 @@ def test_same_source_steps_align_wherever_they_fall():
     contrast = tj.same_source_contrast(tj.cosine_matrix(steps), sources)
     assert contrast["same"] > 0.6 and abs(contrast["different"]) < 0.15
     assert contrast["pairs_same"] + contrast["pairs_different"] == 12 * 11 // 2 - 11  # not adjacent
+
+
+def test_oscillation_lists_the_oscillating_weights_by_tensor_and_index():
+    run = _StubRun(period=3, cycles=6)  # enough cycles for one flipping weight to pass
+    numbers = tj.oscillation(run)
+    alive = np.array([1.0 if c.position else 0.0 for c in run.checkpoints[1:]])[:, None]
+    power = tj.period_power(alive, 3)[0]
+    assert numbers["oscillating"] == 1
+    (listed,) = numbers["oscillating_weights"]
+    assert listed[:2] == ["weight", 1]  # weight[0, 1] of the [3, 4] matrix, flattened
+    assert listed[2] == pytest.approx(power)
