@@ -86,8 +86,10 @@ const CSS = `
 .scv-time-head { display: flex; flex-wrap: wrap; gap: 4px 16px; align-items: center; }
 .scv-time-head label { display: inline-flex; gap: 4px; align-items: center; white-space: nowrap; }
 .scv-time-body { display: flex; flex-wrap: wrap; gap: 10px; margin-top: 6px; }
-.scv-time-body canvas { display: block; border: 1px solid #e3e3e3; }
-.scv-time-note { border: 1px solid #e3e3e3; padding: 8px; color: #666; width: 300px; }
+.scv-stack { position: relative; border: 1px solid #e3e3e3; }
+.scv-stack canvas { display: block; position: absolute; left: 0; top: 0; }
+.scv-time-note { border: 1px solid #e3e3e3; padding: 8px; color: #666; flex: 0 1 420px; }
+.scv-time-summary { color: #222; display: flex; flex-direction: column; gap: 6px; }
 `;
 
 // --- the bundle ---------------------------------------------------------------------------
@@ -985,8 +987,9 @@ class Viewer {
 
   // wait until the frame is drawn (for benchmarks): reading a pixel finishes the canvases
   flush() {
-    this.edgeCtx.getImageData(0, 0, 1, 1);
-    this.ctx.getImageData(0, 0, 1, 1);
+    for (const canvas of [this.edgeCanvas, this.canvas, this.pathCanvas, this.simCanvas]) {
+      canvas?.getContext("2d").getImageData(0, 0, 1, 1);
+    }
   }
 
   drawBands(ctx) {
@@ -1307,8 +1310,8 @@ class Viewer {
 
   // -- time in the weights --------------------------------------------------------------------
   // The numbers of `sparsecircuits analyze` (header.time): the PCA path, a similarity matrix
-  // and the oscillating weights. Each canvas keeps its still part in an offscreen layer; a
-  // frame puts it back and draws the current checkpoint over it.
+  // and the oscillating weights. Each picture is drawn once (again when its selector changes),
+  // under a transparent canvas on which a frame draws the current checkpoint.
 
   get showOscillating() {
     return !!this.model.get("oscillating") && !!this.d.a.oscillating_edge?.length;
@@ -1332,13 +1335,12 @@ class Viewer {
         h("option", { value: "weights" }, "weights"), h("option", { value: "masks" }, "masks"));
       select.addEventListener("change", () => { this.pathKind = select.value; this.drawPath(); });
       head.append(h("label", {}, "path of the ", select));
-      this.pathCanvas = h("canvas", { class: "scv-path" });
+      [this.pathBack, this.pathCanvas] = this.stack(body, "scv-path", PATH_WIDTH);
       this.pathCanvas.addEventListener("mousemove", (ev) => this.onPathHover(ev));
       this.pathCanvas.addEventListener("click", (ev) => {
         const t = this.pathPick(ev);
         if (t >= 0) this.set("step_index", t);
       });
-      body.append(this.pathCanvas);
       this.drawPath();
     } else note("no trajectory in analysis/trajectory.json (sparsecircuits analyze --what trajectory)");
     if (time.similarity) {
@@ -1348,19 +1350,29 @@ class Viewer {
         ...names.map((n) => h("option", { value: n }, MATRIX_TITLES[n] || n)));
       select.addEventListener("change", () => { this.matrixName = select.value; this.drawSimilarity(); });
       head.append(h("label", {}, "similarity: ", select));
-      this.simCanvas = h("canvas", { class: "scv-similarity" });
+      [this.simBack, this.simCanvas] = this.stack(body, "scv-similarity", MATRIX_WIDTH);
       this.simCanvas.addEventListener("click", (ev) => {
         const t = this.similarityPick(ev);
         if (t >= 0) this.set("step_index", t);
       });
-      body.append(this.simCanvas);
       this.drawSimilarity();
     } else note("no similarity matrices in analysis/trajectory.json (sparsecircuits analyze --what similarity)");
     const osc = time.oscillation;
+    const lines = [];
+    for (const [kind, info] of Object.entries(time.trajectory || {})) {
+      lines.push(`<b>${kind}</b>: PC1 and PC2 hold ${Math.round(100 * info.explained_first2)} % ` +
+        `of the variance; closure ${fmt(info.closure, 2)} (${fmt(info.closure_pc12, 2)} in ` +
+        "their plane)");
+    }
+    if (time.similarity) {
+      lines.push("<b>period</b> found in the " + Object.entries(time.similarity.matrices).map(
+        ([name, m]) => `${MATRIX_TITLES[name] || escapeHtml(name)}: ${m.period ?? "none"}`)
+        .join("; ") + `; the schedule's: ${time.similarity.schedule_period}`);
+    }
     if (osc) {
       const text = `${osc.oscillating.toLocaleString("en")} of ${osc.flipping.toLocaleString("en")} ` +
         `flipping weights oscillate with the cycle (period ${osc.period}; at most ` +
-        `${fmt(osc.expected_false, 1)} pass by chance)`;
+        `${fmt(osc.expected_false, 1)} would pass by chance)`;
       if (osc.carried) {
         this.oscillatingBox = h("input", { type: "checkbox" });
         this.oscillatingBox.addEventListener("change",
@@ -1369,25 +1381,35 @@ class Viewer {
           h("span", { class: "scv-chip", style: `background:${OSCILLATING_COLOR}` }),
           `highlight the ${osc.carried.toLocaleString("en")} oscillating weights`));
       }
-      const outside = osc.outside_graph ? ` (${osc.outside_graph} of them biases, not in the graph)`
-        : "";
-      const unlisted = osc.listed ? "" : "; rerun sparsecircuits analyze to list them";
-      head.append(h("span", { class: "scv-muted" }, text + outside + unlisted));
-    } else head.append(h("span", { class: "scv-muted" }, "no oscillation analysis"));
+      lines.push(`<b>oscillation</b>: ${text}` + (osc.outside_graph ? `, ${osc.outside_graph} ` +
+        "of them biases (not in the graph)" : "") + (osc.listed ? ""
+        : "; rerun sparsecircuits analyze to list them"));
+    } else lines.push("no oscillation analysis");
+    lines.push('<span class="scv-muted">closure: 0 when the path closes a loop each cycle, ' +
+      "about 1 when it walks on</span>");
+    const summary = h("div", { class: "scv-time-note scv-time-summary" });
+    summary.innerHTML = lines.map((line) => `<div>${line}</div>`).join("");
+    body.append(summary);
     return box;
   }
 
-  // an offscreen layer of the panel's size at the screen's resolution
-  layer(canvas, width, height) {
-    setupCanvas(canvas, width, height);
-    const base = document.createElement("canvas");
-    base.width = canvas.width;
-    base.height = canvas.height;
-    const ctx = base.getContext("2d");
-    ctx.setTransform(canvas.width / width, 0, 0, canvas.height / height, 0, 0);
+  // two canvases in a box appended to `parent`: the still picture (class `name`) and, over it,
+  // the cursor (`name`-cursor), which takes the clicks
+  stack(parent, name, width) {
+    const back = h("canvas", { class: name });
+    const front = h("canvas", { class: `${name}-cursor` });
+    setupCanvas(front, width, TIME_HEIGHT);
+    parent.append(h("div", { class: "scv-stack",
+      style: `width:${width + 2}px;height:${TIME_HEIGHT + 2}px` }, back, front));
+    return [back, front];
+  }
+
+  // the still picture's context, cleared to white
+  still(canvas, width) {
+    const ctx = setupCanvas(canvas, width, TIME_HEIGHT);
     ctx.fillStyle = "#fff";
-    ctx.fillRect(0, 0, width, height);
-    return { base, ctx };
+    ctx.fillRect(0, 0, width, TIME_HEIGHT);
+    return ctx;
   }
 
   drawPath() {
@@ -1397,7 +1419,7 @@ class Viewer {
     const xy = d.a[`trajectory.${kind}`];
     const W = PATH_WIDTH;
     const H = TIME_HEIGHT;
-    const { base, ctx } = this.layer(this.pathCanvas, W, H);
+    const ctx = this.still(this.pathBack, W);
     const left = 56;
     const right = W - 66;
     const top = 30;
@@ -1463,7 +1485,6 @@ class Viewer {
       ctx.fillText("0", bx + 13, bottom);
       this.verticalText(ctx, "position in the cycle", bx + 30, (top + bottom) / 2);
     }
-    this.pathBase = base;
     this.drawTimeCursor(this.step);
   }
 
@@ -1526,7 +1547,7 @@ class Viewer {
     const m = d.a[`similarity.${name}`];
     const W = MATRIX_WIDTH;
     const H = TIME_HEIGHT;
-    const { base, ctx } = this.layer(this.simCanvas, W, H);
+    const ctx = this.still(this.simBack, W);
     const top = 40;
     const left = 40;
     const size = Math.min(W - left - 70, H - top - 40);
@@ -1587,24 +1608,23 @@ class Viewer {
     ctx.fillText(fmt(hi, 2), bx + 13, top);
     ctx.fillText(fmt(lo, 2), bx + 13, top + size);
     this.simGeom = { left, top, cell, size, rows, index: new Map(rows.map((t, k) => [t, k])) };
-    this.simBase = base;
     this.drawTimeCursor(this.step);
   }
 
   drawTimeCursor(t) {
     if (this.time.missing || !this.root) return; // the first frame draws it
-    if (this.pathBase) {
+    if (this.pathCanvas) {
       const ctx = this.pathCanvas.getContext("2d");
-      ctx.drawImage(this.pathBase, 0, 0, PATH_WIDTH, TIME_HEIGHT);
+      ctx.clearRect(0, 0, PATH_WIDTH, TIME_HEIGHT);
       ctx.strokeStyle = "#000";
       ctx.lineWidth = 2.5;
       ctx.beginPath();
       ctx.arc(this.pathXY[2 * t], this.pathXY[2 * t + 1], 9, 0, 2 * Math.PI);
       ctx.stroke();
     }
-    if (this.simBase) {
+    if (this.simCanvas) {
       const ctx = this.simCanvas.getContext("2d");
-      ctx.drawImage(this.simBase, 0, 0, MATRIX_WIDTH, TIME_HEIGHT);
+      ctx.clearRect(0, 0, MATRIX_WIDTH, TIME_HEIGHT);
       const { left, top, cell, size, index } = this.simGeom;
       const k = index.get(t);
       if (k !== undefined) {
