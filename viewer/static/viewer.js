@@ -1342,13 +1342,18 @@ class Viewer {
         if (t >= 0) this.set("step_index", t);
       });
       this.drawPath();
-    } else note("no trajectory in analysis/trajectory.json (sparsecircuits analyze --what trajectory)");
+    } else {
+      note("no trajectory in analysis/trajectory.json (sparsecircuits analyze --what trajectory)");
+    }
     if (time.similarity) {
       const names = Object.keys(time.similarity.matrices);
       this.matrixName = names[0];
       const select = h("select", { "aria-label": "similarity" },
         ...names.map((n) => h("option", { value: n }, MATRIX_TITLES[n] || n)));
-      select.addEventListener("change", () => { this.matrixName = select.value; this.drawSimilarity(); });
+      select.addEventListener("change", () => {
+        this.matrixName = select.value;
+        this.drawSimilarity();
+      });
       head.append(h("label", {}, "similarity: ", select));
       [this.simBack, this.simCanvas] = this.stack(body, "scv-similarity", MATRIX_WIDTH);
       this.simCanvas.addEventListener("click", (ev) => {
@@ -1356,7 +1361,10 @@ class Viewer {
         if (t >= 0) this.set("step_index", t);
       });
       this.drawSimilarity();
-    } else note("no similarity matrices in analysis/trajectory.json (sparsecircuits analyze --what similarity)");
+    } else {
+      note("no similarity matrices in analysis/trajectory.json (sparsecircuits analyze --what " +
+        "similarity)");
+    }
     const osc = time.oscillation;
     const lines = [];
     for (const [kind, info] of Object.entries(time.trajectory || {})) {
@@ -1370,8 +1378,9 @@ class Viewer {
         .join("; ") + `; the schedule's: ${time.similarity.schedule_period}`);
     }
     if (osc) {
-      const text = `${osc.oscillating.toLocaleString("en")} of ${osc.flipping.toLocaleString("en")} ` +
-        `flipping weights oscillate with the cycle (period ${osc.period}; at most ` +
+      const text = `${osc.oscillating.toLocaleString("en")} of ` +
+        `${osc.flipping.toLocaleString("en")} flipping weights oscillate with the cycle ` +
+        `(period ${osc.period}; at most ` +
         `${fmt(osc.expected_false, 1)} would pass by chance)`;
       if (osc.carried) {
         this.oscillatingBox = h("input", { type: "checkbox" });
@@ -1558,7 +1567,10 @@ class Viewer {
     const cosine = name !== "jaccard";
     if (!cosine) {
       lo = Infinity; hi = -Infinity;
-      for (let k = 0; k < n * n; k++) { lo = Math.min(lo, F16[m[k]]); hi = Math.max(hi, F16[m[k]]); }
+      for (let k = 0; k < n * n; k++) {
+        lo = Math.min(lo, F16[m[k]]);
+        hi = Math.max(hi, F16[m[k]]);
+      }
       if (!(hi > lo)) { lo -= 0.5; hi += 0.5; }
     }
     const colour = (v) => ramp(cosine ? RDBU_R : CIVIDIS, (v - lo) / (hi - lo));
