@@ -19,7 +19,9 @@ standalone page and opened from disk in Debian's Chromium with every network req
   layer is a cached image; what a researcher gets scrubbing back and forth), and warm again
   until the next animation frame (``painted``, quantised by the 60 Hz frame clock). Median and
   p95 over all checkpoints, in the default view (whole weight graph, coloured by sign) and
-  coloured by status (draws the dying edges too).
+  coloured by status (draws the dying edges too), and, where the run was analysed
+  (``sparsecircuits analyze``: the page then has its time panel, whose cursor every frame
+  moves), by sign with the oscillating weights highlighted (``sign+oscillating``).
 
 Targets on the 2-core machine: the demo page loads in <= 2 s; frames <= 50 ms at both sizes,
 16 ms at the demo size to reach for. Not a test: run it on an idle machine.
@@ -64,8 +66,10 @@ MEASURE = """async () => {
   };
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
   const out = {};
-  for (const colour of ['sign', 'status']) {
-    api.set({color_by: colour, prerender: false});
+  const variants = [['sign', false], ['status', false]];
+  if (api.timeline.a.oscillating_edge?.length) variants.push(['sign', true]);
+  for (const [colour, oscillating] of variants) {
+    api.set({color_by: colour, oscillating, prerender: false});
     api.clearCache();
     const single = [];
     for (const i of order) {  // one step at a time, the slider at rest in between
@@ -82,7 +86,8 @@ MEASURE = """async () => {
     await api.whenWarm();
     const warm = await pass(false);
     const painted = await pass(true);
-    out[colour] = {single, cold, warm, painted, edges: +v.dataset.edgesDrawn};
+    out[oscillating ? `${colour}+oscillating` : colour] =
+      {single, cold, warm, painted, edges: +v.dataset.edgesDrawn};
   }
   return out;
 }"""
@@ -202,13 +207,15 @@ def main(argv: list[str] | None = None) -> dict:
                       "edges_per_checkpoint_mean": float(np.mean(
                           header["checkpoints"]["edge_counts"])),
                       "bundle_bytes": len(bundle), "page_bytes": page.stat().st_size,
+                      "time_panel": header["time"]["missing"] or "drawn",
                       "encode_s": encode_s, **measure(b, page)}
             results[name] = result
             f = result["frames"]
             print(f"{name}: {result['checkpoints']} checkpoints, {result['union_edges']:,} "
                   f"union edges ({result['edges_per_checkpoint_mean']:,.0f} per checkpoint); "
                   f"bundle {len(bundle) / 1e6:.2f} MB, page {result['page_bytes'] / 1e6:.2f} MB; "
-                  f"load {result['load_ms']:.0f} ms (goto {result['load_wall_s']:.2f} s)")
+                  f"load {result['load_ms']:.0f} ms (goto {result['load_wall_s']:.2f} s); "
+                  f"time panel: {result['time_panel']}")
             for colour, frame in f.items():
                 one, c = frame["single"], frame["cold"]
                 w, p = frame["warm"], frame["painted"]

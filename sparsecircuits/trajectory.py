@@ -463,7 +463,9 @@ def oscillation(run: Run, weights: tuple[np.ndarray, np.ndarray, list] | None = 
                 ) -> dict[str, Any]:
     """:func:`mask_oscillation` of the alive weights of the weight-sparse tensors over the
     checkpoints of cycles >= 0 (the warm-up left out), at the schedule's period, with the mean
-    power spectrum of the weights that flip and the count of oscillating weights per tensor."""
+    power spectrum of the weights that flip, the count of oscillating weights per tensor and
+    the oscillating weights themselves (``oscillating_weights``: ``[tensor, flat index, power]``,
+    strongest first; the viewer highlights them)."""
     x, sparse, spans = weights if weights is not None else run_weights(run)
     sched = schedule_of(run)
     rows = sched["cycles"] >= 0
@@ -471,10 +473,12 @@ def oscillation(run: Run, weights: tuple[np.ndarray, np.ndarray, list] | None = 
     result = mask_oscillation(alive, sched["period"], permutations, alpha, seed)
     flipping = (result["leaves"] + result["returns"]) > 0
     freqs, power = spectrum(alive[:, flipping])
-    per_tensor, col = {}, 0
+    per_tensor, found, col = {}, [], 0
     for name, a, b in spans:
         if sparse[a]:
-            per_tensor[name] = int(result["oscillating"][col:col + b - a].sum())
+            hits = np.flatnonzero(result["oscillating"][col:col + b - a])
+            per_tensor[name] = len(hits)
+            found += [[name, int(i), float(result["power"][col + i])] for i in hits]
             col += b - a
     return {"period": sched["period"], "checkpoints": int(rows.sum()),
             "in_circuits": _oscillation_in_circuits(run, spans, sparse, rows, alive, result),
@@ -485,6 +489,7 @@ def oscillation(run: Run, weights: tuple[np.ndarray, np.ndarray, list] | None = 
             "median_power_flipping": float(np.median(result["power"][flipping]))
             if flipping.any() else float("nan"),
             "per_tensor": per_tensor,
+            "oscillating_weights": sorted(found, key=lambda w: -w[2]),
             "spectrum": {"freqs": freqs.tolist(), "power": power.tolist()}}
 
 

@@ -313,3 +313,14 @@ def test_circuit_jaccard_leaves_unsolved_checkpoints_out():
     mean = tj.mean_matrix([m, np.full((3, 3), 0.5)])
     assert mean[0, 2] == pytest.approx((1 / 3 + 0.5) / 2) and mean[1, 1] == 0.5
     assert np.isnan(tj.mean_matrix([m])[1, 1])
+
+
+def test_oscillation_lists_the_oscillating_weights_by_tensor_and_index():
+    run = _StubRun(period=3, cycles=6)  # enough cycles for one flipping weight to pass
+    numbers = tj.oscillation(run)
+    alive = np.array([1.0 if c.position else 0.0 for c in run.checkpoints[1:]])[:, None]
+    power = tj.period_power(alive, 3)[0]
+    assert numbers["oscillating"] == 1
+    (listed,) = numbers["oscillating_weights"]
+    assert listed[:2] == ["weight", 1]  # weight[0, 1] of the [3, 4] matrix, flattened
+    assert listed[2] == pytest.approx(power)

@@ -6,17 +6,18 @@ Skipped where no browser can be driven, except under CI (``CI=true``), where tha
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from viewer_run import viewer_run
+from viewer_run import planted_run, viewer_run
 
 from sparsecircuits import open_run
 from sparsecircuits.viewer import _browser, decode, export_html
 from sparsecircuits.viewer.bundle import build_bundle
 
-__all__ = ["viewer_run"]  # the fixture
+__all__ = ["planted_run", "viewer_run"]  # the fixtures
 
 _MISSING = _browser.available()
 if _MISSING and os.environ.get("CI", "").lower() == "true":
@@ -35,11 +36,16 @@ def browser():
         yield b
 
 
+def _open(browser, path: Path):
+    page, log = _browser.offline_page(browser)
+    page.goto(path.as_uri())
+    page.wait_for_selector(".scv[data-ready='1']", timeout=30_000)
+    return page, log
+
+
 @pytest.fixture
 def page(browser, page_path: Path):
-    page, log = _browser.offline_page(browser)
-    page.goto(page_path.as_uri())
-    page.wait_for_selector(".scv[data-ready='1']", timeout=30_000)
+    page, log = _open(browser, page_path)
     yield page, log
     page.context.close()
 
@@ -143,3 +149,73 @@ def test_screenshot_is_not_blank(page, tmp_path: Path) -> None:
         return coloured / (data.length / 4);
     }""")
     assert colours > 0.02
+
+
+_INK = """(selector) => {
+    const canvas = document.querySelector(selector);
+    const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+    let ink = 0;
+    for (let i = 0; i < data.length; i += 4)
+      if (data[i] < 200 || data[i + 1] < 200 || data[i + 2] < 200) ink++;
+    return ink / (data.length / 4);
+}"""
+
+
+def test_time_panel_draws_and_follows_the_checkpoint(page, viewer_run: Path) -> None:
+    page, log = page
+    root = page.locator(".scv")
+    assert root.get_attribute("data-time") == "1"
+    assert page.evaluate(_INK, ".scv-path") > 0.01  # the path, its axes and labels
+    assert page.evaluate(_INK, ".scv-similarity") > 0.2  # mostly the matrix
+    steps = open_run(viewer_run).steps
+    for i in range(len(steps)):  # scrubbing moves the panel's cursor
+        _slide(page, i)
+        assert root.get_attribute("data-time-step") == str(i)
+    page.locator(".scv-path").scroll_into_view_if_needed()  # below the graph
+    for i in (1, 0, len(steps) - 1):  # clicking a point on the path goes to its checkpoint
+        point = page.evaluate(f"window.scv.pathPoint({i})")
+        page.mouse.click(point["x"], point["y"])
+        assert _drawn(page)["step-index"] == i
+        assert root.get_attribute("data-time-step") == str(i)
+    for canvas, select, choice in ((".scv-similarity", "similarity", "jaccard"),
+                                   (".scv-path", "path of", "masks")):
+        image = f"document.querySelector('{canvas}').toDataURL()"
+        before = page.evaluate(image)
+        page.select_option(f".scv-time select[aria-label='{select}']", choice)
+        assert page.evaluate(image) != before
+    assert page.locator(".scv-time input[type=checkbox]").count() == 0  # none oscillates
+    assert "0 of" in page.locator(".scv-time").inner_text()
+    assert log == {"requests": [], "errors": [], "failed": []}
+
+
+def test_oscillating_weights_are_highlighted(browser, planted_run, tmp_path: Path) -> None:
+    root, _ = planted_run
+    bundle = decode(build_bundle(root))
+    edges = bundle.arrays["oscillating_edge"]
+    present = bundle.edge_presence()[edges]
+    page, log = _open(browser, export_html(root, tmp_path / "planted.html"))
+    box = page.locator(".scv-time input[type=checkbox]")
+    drawn = lambda: int(page.locator(".scv").get_attribute("data-oscillating-drawn"))  # noqa: E731
+    assert f"highlight the {len(edges)} oscillating" in page.locator(".scv-time").inner_text()
+    assert drawn() == 0
+    box.check()
+    for t in range(present.shape[1]):
+        _slide(page, t)
+        assert drawn() == present[:, t].sum()
+    assert "oscillates with the cycle" in page.locator(".scv-controls").inner_text()
+    box.uncheck()
+    assert drawn() == 0
+    assert log == {"requests": [], "errors": [], "failed": []}
+    page.context.close()
+
+
+def test_time_panel_says_why_it_is_empty(browser, viewer_run: Path, tmp_path: Path) -> None:
+    root = tmp_path / "run"
+    shutil.copytree(viewer_run, root, ignore=shutil.ignore_patterns("viewer", "analysis"))
+    page, log = _open(browser, export_html(root))
+    assert page.locator(".scv").get_attribute("data-time") == "0"
+    assert page.locator(".scv-time canvas").count() == 0
+    assert "sparsecircuits analyze" in page.locator(".scv-time").inner_text()
+    assert page.evaluate("window.scv.pathPoint(0)") is None
+    assert log == {"requests": [], "errors": [], "failed": []}
+    page.context.close()

@@ -1,22 +1,32 @@
-"""The viewer's bundle: decoded in Python it holds the timeline's presence, weights, circuits
-and losses; it is cached in the run folder and rebuilt when the run changes."""
+"""The viewer's bundle: decoded in Python it holds the timeline's presence, weights, circuits,
+losses and time analyses; it is cached in the run folder and rebuilt when the run or its
+analyses change."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import shutil
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pytest
-from viewer_run import viewer_run
+from viewer_run import planted_run, viewer_run
 
 from sparsecircuits import open_run
+from sparsecircuits import trajectory as tj
+from sparsecircuits.checkpoint import write_json
 from sparsecircuits.circuits.layout import layout
 from sparsecircuits.circuits.timeline import CircuitTimeline
+from sparsecircuits.figures.style import NEUTRAL, OKABE_ITO
 from sparsecircuits.rundir import RunDir
+from sparsecircuits.viewer import bundle as bundle_module
 from sparsecircuits.viewer.bundle import build_bundle, decode, encode
+from sparsecircuits.viewer.page import module_source
 
-__all__ = ["viewer_run"]  # the fixture
+__all__ = ["planted_run", "viewer_run"]  # the fixtures
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +117,89 @@ def test_bundle_is_cached_until_the_run_changes(viewer_run: Path) -> None:
     build_bundle(viewer_run)
     assert path.stat().st_mtime_ns != stamp  # the run changed: rebuilt
     assert decode(path.read_bytes()).header["fingerprint"] != decode(first).header["fingerprint"]
+    stamp = path.stat().st_mtime_ns
+    analyses = RunDir(viewer_run).trajectory
+    os.utime(analyses, ns=(analyses.stat().st_atime_ns, analyses.stat().st_mtime_ns + 10**9))
+    build_bundle(viewer_run)
+    assert path.stat().st_mtime_ns != stamp  # analysed again: rebuilt
+
+
+def test_bundle_round_trips_the_time_analyses(bundle, viewer_run: Path) -> None:
+    numbers = tj.analyze(open_run(viewer_run))  # computed here, not read from the run folder
+    time = bundle.header["time"]
+    assert time["missing"] is None and time["period"] == 2
+    for kind in ("weights", "masks"):
+        expected = numbers["trajectory"][kind]
+        np.testing.assert_allclose(bundle.arrays[f"trajectory.{kind}"],
+                                   np.array(expected["coords"])[:, :2], rtol=1e-5, atol=1e-6)
+        for key in ("explained", "explained_first2", "closure", "closure_pc12"):
+            assert time["trajectory"][kind][key] == pytest.approx(expected[key])
+    similarity = numbers["similarity"]
+    steps = bundle.header["checkpoints"]["steps"]
+    assert time["similarity"]["schedule_period"] == similarity["schedule_period"]
+    for name, matrix in similarity["matrices"].items():
+        carried = time["similarity"]["matrices"][name]
+        first = len(steps) - len(matrix)  # the displacement matrices start at checkpoint 1
+        assert carried["checkpoints"] == list(range(first, len(steps)))
+        assert carried["period"] == similarity["periods"][name]
+        np.testing.assert_allclose(bundle.arrays[f"similarity.{name}"].astype(float), matrix,
+                                   atol=1e-3)
+    oscillation = numbers["oscillation"]
+    for key in ("period", "checkpoints", "weights", "flipping", "oscillating", "alpha"):
+        assert time["oscillation"][key] == oscillation[key]
+    assert time["oscillation"]["carried"] == len(oscillation["oscillating_weights"]) == 0
+
+
+def test_bundle_carries_the_oscillating_weights_as_edges(planted_run, monkeypatch) -> None:
+    root, planted = planted_run
+    bundle = decode(encode(root))
+    x, _, spans = tj.run_weights(open_run(root))
+    assert bundle.header["checkpoints"]["steps"] == open_run(root).steps
+    start = {name: a for name, a, _ in spans}
+    in_graph = [w for w in planted if not w[0].endswith(".b")]
+    edges = bundle.arrays["oscillating_edge"]
+    assert len(edges) == len(in_graph) and bundle.header["time"]["oscillation"] == {
+        **bundle.header["time"]["oscillation"], "carried": len(in_graph),
+        "outside_graph": len(planted) - len(in_graph), "listed": True}
+    np.testing.assert_allclose(bundle.arrays["oscillating_power"], [w[2] for w in in_graph])
+    presence, weights = bundle.edge_presence(), bundle.edge_weights()
+    for e, (tensor, index, _) in zip(edges.tolist(), in_graph, strict=True):
+        column = x[:, start[tensor] + index]  # the weight itself, through the checkpoints
+        assert bundle.edge_keys[e][2] == tensor
+        np.testing.assert_array_equal(presence[e], column != 0)
+        np.testing.assert_allclose(weights[e][column != 0], column[column != 0], rtol=1e-3)
+    monkeypatch.setattr(bundle_module, "MAX_OSCILLATING", 2)
+    capped = decode(encode(root))
+    np.testing.assert_array_equal(capped.arrays["oscillating_edge"], edges[:2])  # the strongest
+    assert capped.header["time"]["oscillation"]["carried"] == 2
+
+
+def test_bundle_says_why_it_has_no_time_analyses(viewer_run: Path, tmp_path: Path) -> None:
+    root = tmp_path / "run"
+    shutil.copytree(viewer_run, root, ignore=shutil.ignore_patterns("viewer", "analysis"))
+    bundle = decode(encode(root))
+    assert "sparsecircuits analyze" in bundle.header["time"]["missing"]
+    assert not [name for name in bundle.arrays if name.startswith(("trajectory.", "similarity."))]
+    files = RunDir(root)
+    files.trajectory.parent.mkdir()
+    numbers = json.loads(RunDir(viewer_run).trajectory.read_text())
+    write_json(files.trajectory, {**numbers, "steps": numbers["steps"][:-1]})
+    assert "stale" in decode(encode(root)).header["time"]["missing"]
+    files.trajectory.write_text("{not json")
+    assert "cannot be read" in decode(encode(root)).header["time"]["missing"]
+    run = open_run(root)
+    time, arrays = bundle_module._time_analyses(run, run.steps[:1], {}, run.config.model)
+    assert time == {"missing": "one checkpoint: no path through time"} and arrays == {}
+
+
+def test_viewer_draws_in_the_figures_colours() -> None:
+    source = module_source()
+    for name, table in (("viridis", "VIRIDIS"), ("RdBu_r", "RDBU_R"), ("cividis", "CIVIDIS")):
+        found = re.search(rf"const {table} = (\[.*?\]\]);", source, re.S)
+        assert found, table
+        stops = np.array(json.loads(found.group(1)))
+        cmap = matplotlib.colormaps[name]
+        expected = np.array([cmap(x)[:3] for x in np.linspace(0, 1, len(stops))]) * 255
+        np.testing.assert_allclose(stops, expected, atol=0.51)
+    assert f'const NEUTRAL = "{NEUTRAL}"' in source
+    assert f'const OSCILLATING_COLOR = "{OKABE_ITO["reddish_purple"]}"' in source

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from viewer_run import viewer_run
 
@@ -36,6 +38,25 @@ def test_widget_sends_the_bundle_once_as_binary(widget: CircuitViewer, viewer_ru
     assert paths == [["bundle"]] and len(buffers) == 1  # a binary buffer, not JSON
     assert "bundle" not in stripped
     assert decode(bytes(buffers[0])).header["tasks"][0]["name"] in widget.task_names
+
+
+def test_widget_carries_the_time_panel(widget: CircuitViewer, viewer_run: Path) -> None:
+    from sparsecircuits.rundir import RunDir
+
+    state = widget.get_state()
+    sent = decode(state["bundle"])
+    analysed = json.loads(RunDir(viewer_run).trajectory.read_text())
+    assert sent.header["time"]["missing"] is None
+    np.testing.assert_allclose(sent.arrays["trajectory.weights"],
+                               np.array(analysed["trajectory"]["weights"]["coords"])[:, :2],
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(sent.arrays["similarity.jaccard"].astype(float),
+                               analysed["similarity"]["matrices"]["jaccard"], atol=1e-3)
+    assert sent.header["time"]["oscillation"]["flipping"] == analysed["oscillation"]["flipping"]
+    assert state["oscillating"] is False
+    widget.set_state({"oscillating": True})  # the panel's toggle, from the browser
+    assert widget.oscillating is True
+    widget.oscillating = False
 
 
 def test_widget_takes_state_from_the_browser(widget: CircuitViewer) -> None:

@@ -45,6 +45,15 @@ array                       dtype     shape      what
 ``circuit_edges.<task>``    u1        T, ⌈E/8⌉   only if the circuit is not the weight subgraph
                                                  on its nodes (``tasks[i].edges == "explicit"``)
 ``loss``                    f4        R, S       the loss matrix (``header.loss``), nan = none
+``trajectory.<kind>``       f4        T, 2       the PCA path of the ``weights`` or ``masks``:
+                                                 each checkpoint in the first two components
+``similarity.<name>``       f2        n, n       a checkpoint x checkpoint matrix
+                                                 (``from_start``, ``from_previous``,
+                                                 ``jaccard``) on ``n`` of the checkpoints
+``oscillating_edge``        u4        K          edge index of each weight that oscillates with
+                                                 the cycle, strongest first (at most
+                                                 :data:`MAX_OSCILLATING`)
+``oscillating_power``       f4        K          its power at the cycle's frequency
 ==========================  ========  =========  ==============================================
 
 A circuit's edges are, unless stored explicitly, the weight-graph edges present at the checkpoint
@@ -53,6 +62,18 @@ The header also holds the model's shape, the bands of the layout (``y``, ``label
 ``spans``), per checkpoint ``steps, cycles, blocks, positions, sources, edge_counts,
 extracted``, per task ``extracted, solved, loss_full, loss_circuit`` and the run's
 ``fingerprint`` (what the cache is checked against).
+
+Time in the weights: ``header.time`` carries the numbers of ``sparsecircuits analyze``
+(:mod:`sparsecircuits.trajectory`, read from ``analysis/trajectory.json``; computing them here
+would multiply the bundle's build time, the mask oscillation's permutations above all), at the
+bundle's checkpoints. ``time.missing`` says why there are none (one checkpoint, not analysed,
+or analysed before the run gained checkpoints: the file's ``steps`` must be the run's), else
+``time.period`` (the schedule's, in checkpoints) and, for each analysis the file holds,
+``time.trajectory.<kind>`` (``explained``, ``explained_first2``, ``closure``,
+``closure_pc12``), ``time.similarity`` (``schedule_period``; per matrix the bundle checkpoint
+of each row, ``checkpoints``, and the ``period`` found in it) and ``time.oscillation`` (the
+counts of the analysis, and how many of its oscillating weights are ``carried`` as edges and
+how many lie ``outside_graph``: biases, which the weight graph does not draw).
 """
 
 from __future__ import annotations
@@ -69,12 +90,17 @@ from typing import Any
 import numpy as np
 
 from sparsecircuits import rundir
+from sparsecircuits import trajectory as tj
 from sparsecircuits.checkpoint import CheckpointError
+from sparsecircuits.circuits.graph import site_widths, weight_sites
 from sparsecircuits.circuits.layout import bands, layout
+from sparsecircuits.config import ModelConfig
 from sparsecircuits.run import Run, open_run
 
 MAGIC = b"SCVB"
-VERSION = 1
+VERSION = 2
+MAX_OSCILLATING = 2000
+"""The most oscillating weights a bundle carries (the strongest)."""
 _DTYPES = {"u1": np.uint8, "u2": np.uint16, "u4": np.uint32, "f2": np.float16, "f4": np.float32}
 _MODEL_FIELDS = ("n_layers", "d_model", "n_heads", "d_head", "d_mlp", "vocab_size", "n_ctx")
 
@@ -176,6 +202,10 @@ def fingerprint(run: Any) -> str:
                 continue
             stat = (Path(folder) / name).stat()
             digest.update(f"{rel / name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    analyses = rundir.RunDir(root).trajectory  # derived, but the bundle carries it
+    if analyses.exists():
+        stat = analyses.stat()
+        digest.update(f"{analyses.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:32]
 
 
@@ -261,6 +291,8 @@ def encode(run: Any) -> bytes:
             "trained": list(matrix.trained), "sources": list(matrix.sources),
         }
 
+    time, time_arrays = _time_analyses(run, timeline.steps.tolist(), edge_index, cfg)
+    arrays |= time_arrays
     header = {
         "format": "sparsecircuits viewer bundle",
         "version": VERSION,
@@ -283,8 +315,97 @@ def encode(run: Any) -> bytes:
         },
         "tasks": tasks,
         "loss": loss_header,
+        "time": time,
     }
     return _serialise(header, arrays)
+
+
+def _time_analyses(run: Any, steps: list[int], edge_index: dict[tuple[str, str, str], int],
+                  cfg: ModelConfig) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """``header.time`` and its arrays (see module doc): the numbers of ``analysis/
+    trajectory.json`` at the checkpoints ``steps``, the oscillating weights as indices into
+    ``edge_index``; or only ``missing``, saying why there are none."""
+    files = files_of(run)
+    path = files.trajectory
+    where = f"{rundir.ANALYSIS}/{rundir.TRAJECTORY_FILE}"
+    command = f"sparsecircuits analyze {Path(run.path).name}"
+    if len(steps) < 2:
+        return {"missing": "one checkpoint: no path through time"}, {}
+    if not path.exists():
+        return {"missing": f"the run has no {where}: run `{command}`"}, {}
+    try:
+        numbers = json.loads(path.read_text(encoding="utf-8"))
+        analysed = [int(s) for s in numbers["steps"]]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return {"missing": f"{where} cannot be read ({err}): rerun `{command}`"}, {}
+    if analysed != files.checkpoint_steps() or not set(steps) <= set(analysed):
+        return {"missing": f"{where} is stale: it analysed {len(analysed)} checkpoints, the run "
+                           f"has {len(files.checkpoint_steps())}: rerun `{command}`"}, {}
+    row = {step: i for i, step in enumerate(analysed)}
+    rows = np.array([row[step] for step in steps])
+    header: dict[str, Any] = {"missing": None, "period": tj.schedule_of(run)["period"]}
+    arrays: dict[str, np.ndarray] = {}
+
+    if "trajectory" in numbers:
+        header["trajectory"] = {}
+        for kind in ("weights", "masks"):
+            data = numbers["trajectory"][kind]
+            coords = np.zeros((len(analysed), 2), dtype=np.float32)
+            found = np.asarray(data["coords"], dtype=np.float32)[:, :2]
+            coords[:, :found.shape[1]] = found
+            arrays[f"trajectory.{kind}"] = coords[rows]
+            header["trajectory"][kind] = {key: data[key] for key in (
+                "explained", "explained_first2", "closure", "closure_pc12")}
+
+    if "similarity" in numbers:
+        data = numbers["similarity"]
+        matrices = {}
+        for name, values in data["matrices"].items():
+            m = np.asarray(values, dtype=np.float32)
+            first = len(analysed) - len(m)  # displacement matrices start at checkpoint 1
+            keep = [t for t, r in enumerate(rows) if r >= first]
+            picked = rows[keep] - first
+            arrays[f"similarity.{name}"] = m[np.ix_(picked, picked)].astype(np.float16)
+            matrices[name] = {"checkpoints": keep, "period": data["periods"].get(name)}
+        header["similarity"] = {"schedule_period": data["schedule_period"],
+                                "matrices": matrices}
+
+    if "oscillation" in numbers:
+        data = numbers["oscillation"]
+        listed = data.get("oscillating_weights")  # absent in files of an older `analyze`
+        edges, power, outside = [], [], 0
+        for key, (_, _, p) in zip(_weight_edges(cfg, listed or []), listed or [], strict=True):
+            e = edge_index.get(key) if key else None
+            if e is None:
+                outside += 1
+            elif len(edges) < MAX_OSCILLATING:
+                edges.append(e)
+                power.append(p)
+        arrays["oscillating_edge"] = np.array(edges, dtype=np.uint32)
+        arrays["oscillating_power"] = np.array(power, dtype=np.float32)
+        header["oscillation"] = {key: data[key] for key in (
+            "period", "checkpoints", "weights", "flipping", "oscillating", "expected_false",
+            "alpha", "permutations")} | {"listed": listed is not None, "carried": len(edges),
+                                         "outside_graph": outside}
+    return header, arrays
+
+
+def _weight_edges(cfg: ModelConfig, weights: list[list[Any]]
+                  ) -> list[tuple[str, str, str] | None]:
+    """The weight graph's edge key of each ``[tensor, flat index, ...]`` (an entry of a
+    flattened parameter); None for a tensor the graph does not draw (a bias)."""
+    widths = site_widths(cfg)
+    sites = {site.param: site for site in weight_sites(cfg)}
+    keys: list[tuple[str, str, str] | None] = []
+    for tensor, index, *_ in weights:
+        site = sites.get(tensor)
+        if site is None:
+            keys.append(None)
+            continue
+        cols = widths[site.source] if site.linear else widths[site.target]
+        source, target = site.index(*divmod(int(index), cols))  # the map is its own inverse
+        keys.append((f"{site.source}:{source}", f"{site.target}:{target}", site.param))
+    return keys
 
 
 def _serialise(header: dict[str, Any], arrays: dict[str, np.ndarray]) -> bytes:

@@ -29,7 +29,7 @@ _SHIM = """
 const bytes = Uint8Array.from(atob(document.getElementById("scv-bundle").textContent.trim()),
   (c) => c.charCodeAt(0));
 const state = Object.assign({bundle: bytes, step_index: 0, threshold: 0, view: "weights",
-  tasks: [], color_by: "sign", selected: [], can_ablate: false}, STATE);
+  tasks: [], color_by: "sign", selected: [], can_ablate: false, oscillating: false}, STATE);
 const handlers = new Map();
 const model = {
   get: (name) => state[name],

@@ -3,7 +3,9 @@
 The run's bundle goes to the browser once, as one binary buffer (the ``bundle`` trait); the
 front end is the package's own ES module (``static/viewer.js``), so nothing is fetched from a
 CDN. Synced state: ``step_index``, ``threshold``, ``view`` ("weights" or "circuits"), ``tasks``
-(the circuits shown), ``color_by`` ("sign" or "status") and ``selected`` (pinned node ids).
+(the circuits shown), ``color_by`` ("sign" or "status"), ``selected`` (pinned node ids) and
+``oscillating`` (highlight the weights that oscillate with the cycle; the bundle carries them
+and the rest of the time panel when the run was analysed: ``sparsecircuits analyze``).
 The browser asks for an ablation with the custom message
 ``{"type": "ablate", "step_index": i, "nodes": [...]}``; the widget answers with
 :meth:`CircuitViewer.ablation_message`.
@@ -37,6 +39,7 @@ class CircuitViewer(anywidget.AnyWidget):
     color_by = traitlets.Unicode("sign").tag(sync=True)
     selected = traitlets.List(traitlets.Unicode()).tag(sync=True)
     can_ablate = traitlets.Bool(True).tag(sync=True)
+    oscillating = traitlets.Bool(False).tag(sync=True)
 
     def __init__(self, run: Any, task: str | list[str] | None = None, *,
                  method: str = "mean", **kwargs: Any) -> None:

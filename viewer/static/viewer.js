@@ -6,10 +6,16 @@
 // on a canvas; scrubbing, thresholds, hover and selection all happen here. Only `ablate` asks
 // Python (a custom message), and only where the model says `can_ablate`.
 //
+// Below the graph, "time in the weights": the PCA path of the weights (or masks) through the
+// checkpoints, a checkpoint x checkpoint similarity matrix and the weights that oscillate with the
+// cycle, highlighted on the graph (the numbers of `sparsecircuits analyze`, carried by the bundle;
+// drawn like the figures of `sparsecircuits.figures.trajectory_plots`).
+//
 // A small API for tests and benchmarks: the root element carries data-step-index,
-// data-edges-drawn, data-dying-drawn, data-nodes-drawn, data-frame-ms and data-ready; and
-// `root.scv` (also `window.scv`, the last viewer made) has setStep(i), set(state), state() and
-// nodePoint(id).
+// data-edges-drawn, data-dying-drawn, data-nodes-drawn, data-oscillating-drawn, data-time (1 when
+// the bundle has time analyses), data-time-step (the checkpoint the time panel marks),
+// data-frame-ms and data-ready; and `root.scv` (also `window.scv`, the last viewer made) has
+// setStep(i), set(state), state(), nodePoint(id) and pathPoint(t).
 
 // Okabe & Ito's colour-blind-safe palette: blue and vermillion for the sign of a weight, the
 // other six for tasks and sources (then blue and vermillion again beyond six)
@@ -21,6 +27,11 @@ const STRUCTURAL_COLOR = "#a8a8a8";
 const STATUS = ["persistent", "born", "revived", "dying"];
 const STATUS_COLORS = ["#9a9a9a", "#009E73", "#0072B2", "#D55E00"];
 const WARMUP_COLOR = "#d9d9d9";
+// the figures' colours (sparsecircuits/figures/style.py): NEUTRAL grey for the warm-up and the
+// path's line; the highlight of the oscillating weights is Okabe & Ito's reddish purple
+const NEUTRAL = "#7F7F7F";
+const OSCILLATING_COLOR = "#CC79A7";
+const BUNDLE_VERSION = 2;
 // px, by |weight| bucket: below the reference weight (the 95th percentile of |w|) the
 // strokes are at most 1 px, which Chromium draws as fast hairlines; above it 1.7 and 2.6 px
 const WIDTHS = [0.35, 0.55, 0.8, 1.0, 1.7, 2.6];
@@ -29,6 +40,12 @@ const SCRUB_MS = 250;
 const SETTLE_MS = 150;
 const CACHE_BYTES = 160e6; // pre-rendered edge layers kept (about 60 checkpoints at 1100 x 600)
 const GRAPH_HEIGHT = 600;
+const PATH_WIDTH = 440;
+const MATRIX_WIDTH = 400;
+const TIME_HEIGHT = 330;
+// the similarity matrices as the figures title them
+const MATRIX_TITLES = { from_start: "cosine of displacement from start",
+  from_previous: "cosine of step from previous", jaccard: "Jaccard of alive sets" };
 
 const CSS = `
 .scv { font: 12px/1.35 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #222;
@@ -65,6 +82,14 @@ const CSS = `
   vertical-align: middle; margin-right: 3px; }
 .scv button.scv-ablate { padding: 2px 8px; }
 .scv-muted { color: #666; }
+.scv-time { margin-top: 10px; border-top: 1px solid #e3e3e3; padding-top: 6px; }
+.scv-time-head { display: flex; flex-wrap: wrap; gap: 4px 16px; align-items: center; }
+.scv-time-head label { display: inline-flex; gap: 4px; align-items: center; white-space: nowrap; }
+.scv-time-body { display: flex; flex-wrap: wrap; gap: 10px; margin-top: 6px; }
+.scv-stack { position: relative; border: 1px solid #e3e3e3; }
+.scv-stack canvas { display: block; position: absolute; left: 0; top: 0; }
+.scv-time-note { border: 1px solid #e3e3e3; padding: 8px; color: #666; flex: 0 1 420px; }
+.scv-time-summary { color: #222; display: flex; flex-direction: column; gap: 6px; }
 `;
 
 // --- the bundle ---------------------------------------------------------------------------
@@ -95,7 +120,9 @@ export function parseBundle(source) {
   if (magic !== "SCVB") throw new Error("not a sparsecircuits viewer bundle");
   const view = new DataView(buffer, base, bytes.byteLength);
   const version = view.getUint32(4, true);
-  if (version !== 1) throw new Error(`bundle version ${version}; this viewer reads version 1`);
+  if (version !== BUNDLE_VERSION) {
+    throw new Error(`bundle version ${version}; this viewer reads version ${BUNDLE_VERSION}`);
+  }
   const length = view.getUint32(8, true);
   const header = JSON.parse(new TextDecoder().decode(bytes.subarray(12, 12 + length)));
   const start = base + 12 + length;
@@ -235,6 +262,20 @@ class Timeline {
   }
 }
 
+// about four round numbers between lo and hi
+function niceTicks(lo, hi) {
+  const span = hi - lo;
+  if (!(span > 0)) return [];
+  const raw = span / 4;
+  const mag = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= raw);
+  const out = [];
+  for (let v = Math.ceil(lo / step) * step; v <= hi + 1e-9 * span; v += step) {
+    out.push(Math.abs(v) < 1e-12 * span ? 0 : v);
+  }
+  return out;
+}
+
 function popcount(byte) {
   let c = 0;
   while (byte) { byte &= byte - 1; c++; }
@@ -277,16 +318,23 @@ function setupCanvas(canvas, width, height, options = {}) {
   return ctx;
 }
 
-// viridis, 9 stops (colour-blind safe, monotone in lightness)
-const VIRIDIS = [[68, 1, 84], [71, 44, 122], [59, 81, 139], [44, 113, 142], [33, 144, 141],
-  [39, 173, 129], [92, 200, 99], [170, 220, 50], [253, 231, 37]];
-function viridis(x) {
-  const v = Math.min(1, Math.max(0, x)) * (VIRIDIS.length - 1);
-  const i = Math.min(VIRIDIS.length - 2, Math.floor(v));
+// matplotlib's colour maps of the figures, 11 stops each (sampled at 0, 0.1, ..., 1; a test
+// checks them): viridis (loss, position in the cycle), RdBu_r (cosines), cividis (Jaccard)
+const VIRIDIS = [[68, 1, 84], [72, 36, 117], [65, 68, 135], [53, 95, 141], [42, 120, 142],
+  [33, 145, 140], [34, 168, 132], [68, 191, 112], [122, 209, 81], [189, 223, 38], [253, 231, 37]];
+const RDBU_R = [[5, 48, 97], [32, 101, 171], [67, 147, 195], [144, 196, 221], [209, 229, 240],
+  [247, 246, 246], [253, 219, 199], [243, 164, 129], [214, 96, 77], [177, 24, 43], [103, 0, 31]];
+const CIVIDIS = [[0, 34, 78], [8, 51, 112], [53, 69, 108], [79, 87, 108], [102, 105, 112],
+  [125, 124, 120], [148, 142, 119], [174, 163, 113], [200, 184, 102], [229, 207, 82],
+  [254, 232, 56]];
+function ramp(stops, x) {
+  const v = Math.min(1, Math.max(0, Number.isFinite(x) ? x : 0)) * (stops.length - 1);
+  const i = Math.min(stops.length - 2, Math.floor(v));
   const f = v - i;
-  const c = VIRIDIS[i].map((a, j) => Math.round(a + f * (VIRIDIS[i + 1][j] - a)));
+  const c = stops[i].map((a, j) => Math.round(a + f * (stops[i + 1][j] - a)));
   return `rgb(${c[0]},${c[1]},${c[2]})`;
 }
+const viridis = (x) => ramp(VIRIDIS, x);
 
 // --- the viewer ---------------------------------------------------------------------------
 
@@ -312,7 +360,7 @@ class Viewer {
     this.build();
     this.listeners = [];
     for (const name of ["step_index", "threshold", "view", "tasks", "color_by", "selected",
-      "prerender"]) {
+      "prerender", "oscillating"]) {
       const cb = () => this.draw();
       model.on(`change:${name}`, cb);
       this.listeners.push([`change:${name}`, cb]);
@@ -339,6 +387,12 @@ class Viewer {
         const i = this.nodeIndex().get(id);
         const r = this.canvas.getBoundingClientRect();
         return i === undefined ? null : { x: r.left + this.sx[i], y: r.top + this.sy[i] };
+      },
+      // client coordinates of checkpoint t on the time panel's path (null without one)
+      pathPoint: (t) => {
+        if (!this.pathXY || !(t >= 0 && t < this.d.T)) return null;
+        const r = this.pathCanvas.getBoundingClientRect();
+        return { x: r.left + this.pathXY[2 * t], y: r.top + this.pathXY[2 * t + 1] };
       },
     };
     window.scv = this.root.scv;
@@ -513,7 +567,8 @@ class Viewer {
       this.edgeLegend);
 
     this.root = h("div", { class: "scv", tabindex: "0" }, style, this.title,
-      h("div", { class: "scv-main" }, this.graphBox, side), scrub, controls);
+      h("div", { class: "scv-main" }, this.graphBox, side), scrub, controls, this.buildTime());
+    this.root.dataset.time = this.time.missing ? "0" : "1";
     this.el.append(this.root);
 
     this.root.addEventListener("keydown", (ev) => {
@@ -818,6 +873,7 @@ class Viewer {
         }
       });
     }
+    const oscillating = this.drawOscillating(ctx, t);
     ctx.strokeStyle = "#000";
     ctx.lineWidth = 1.6;
     for (const i of selected) {
@@ -826,15 +882,17 @@ class Viewer {
       ctx.stroke();
     }
     this.degree = degree;
-    this.drawCaption(ctx, edgesDrawn, dying, circuits, members);
+    this.drawCaption(ctx, edgesDrawn, dying, circuits, members, oscillating);
 
     const ds = this.root.dataset;
     ds.stepIndex = String(t);
     ds.edgesDrawn = String(edgesDrawn);
     ds.dyingDrawn = String(dying);
     ds.nodesDrawn = String(nodesDrawn);
+    ds.oscillatingDrawn = String(oscillating);
     this.updateChrome(t, circuits);
     this.drawSideCursor(t);
+    this.drawTimeCursor(t);
     const ms = performance.now() - t0;
     ds.frameMs = ms.toFixed(2);
     ds.cached = cached ? "1" : "0";
@@ -929,8 +987,9 @@ class Viewer {
 
   // wait until the frame is drawn (for benchmarks): reading a pixel finishes the canvases
   flush() {
-    this.edgeCtx.getImageData(0, 0, 1, 1);
-    this.ctx.getImageData(0, 0, 1, 1);
+    for (const canvas of [this.edgeCanvas, this.canvas, this.pathCanvas, this.simCanvas]) {
+      canvas?.getContext("2d").getImageData(0, 0, 1, 1);
+    }
   }
 
   drawBands(ctx) {
@@ -954,7 +1013,7 @@ class Viewer {
     ctx.textAlign = "left";
   }
 
-  drawCaption(ctx, edgesDrawn, dying, circuits, members) {
+  drawCaption(ctx, edgesDrawn, dying, circuits, members, oscillating) {
     const d = this.d;
     const t = this.step;
     ctx.font = "11.5px system-ui, sans-serif";
@@ -971,6 +1030,9 @@ class Viewer {
       }).join(" · ");
     } else text += ` of ${d.h.checkpoints.edge_counts[t].toLocaleString("en")} in the weight graph`;
     if (this.threshold > 0) text += ` · |w| ≥ ${fmt(this.threshold)}`;
+    if (this.showOscillating) {
+      text += ` · ${oscillating} of ${this.d.a.oscillating_edge.length} oscillating weights alive`;
+    }
     ctx.fillText(text, this.gutter, 8);
     ctx.textBaseline = "alphabetic";
   }
@@ -1001,6 +1063,8 @@ class Viewer {
       items = STATUS.map((s, i) => [STATUS_COLORS[i], s]);
     } else items = [[SIGN_COLORS[0], "w > 0"], [SIGN_COLORS[1], "w < 0"]];
     if (this.colorBy !== "status") items.push([STRUCTURAL_COLOR, "residual / qk"]);
+    if (this.showOscillating) items.push([OSCILLATING_COLOR, "oscillates with the cycle"]);
+    if (this.oscillatingBox) this.oscillatingBox.checked = this.showOscillating;
     this.edgeLegend.innerHTML = "edges: " + items.map(([col, label]) =>
       `<span><span class="scv-chip" style="background:${col}"></span>${escapeHtml(label)}</span>`)
       .join(" ") + ' <span class="scv-muted">width ∝ |w|</span>';
@@ -1242,6 +1306,413 @@ class Viewer {
     c2.lineTo(x, ct + chei);
     c2.stroke();
     c2.setLineDash([]);
+  }
+
+  // -- time in the weights --------------------------------------------------------------------
+  // The numbers of `sparsecircuits analyze` (header.time): the PCA path, a similarity matrix
+  // and the oscillating weights. Each picture is drawn once (again when its selector changes),
+  // under a transparent canvas on which a frame draws the current checkpoint.
+
+  get showOscillating() {
+    return !!this.model.get("oscillating") && !!this.d.a.oscillating_edge?.length;
+  }
+
+  buildTime() {
+    const time = this.d.h.time || { missing: "this bundle carries no time analyses" };
+    this.time = time;
+    const head = h("div", { class: "scv-time-head" }, h("b", {}, "time in the weights"));
+    const box = h("div", { class: "scv-time" }, head);
+    if (time.missing) {
+      head.append(h("span", { class: "scv-muted" }, time.missing));
+      return box;
+    }
+    const body = h("div", { class: "scv-time-body" });
+    box.append(body);
+    const note = (text) => body.append(h("div", { class: "scv-time-note" }, text));
+    if (time.trajectory) {
+      this.pathKind = "weights";
+      const select = h("select", { "aria-label": "path of" },
+        h("option", { value: "weights" }, "weights"), h("option", { value: "masks" }, "masks"));
+      select.addEventListener("change", () => { this.pathKind = select.value; this.drawPath(); });
+      head.append(h("label", {}, "path of the ", select));
+      [this.pathBack, this.pathCanvas] = this.stack(body, "scv-path", PATH_WIDTH);
+      this.pathCanvas.addEventListener("mousemove", (ev) => this.onPathHover(ev));
+      this.pathCanvas.addEventListener("click", (ev) => {
+        const t = this.pathPick(ev);
+        if (t >= 0) this.set("step_index", t);
+      });
+      this.drawPath();
+    } else {
+      note("no trajectory in analysis/trajectory.json (sparsecircuits analyze --what trajectory)");
+    }
+    if (time.similarity) {
+      const names = Object.keys(time.similarity.matrices);
+      this.matrixName = names[0];
+      const select = h("select", { "aria-label": "similarity" },
+        ...names.map((n) => h("option", { value: n }, MATRIX_TITLES[n] || n)));
+      select.addEventListener("change", () => {
+        this.matrixName = select.value;
+        this.drawSimilarity();
+      });
+      head.append(h("label", {}, "similarity: ", select));
+      [this.simBack, this.simCanvas] = this.stack(body, "scv-similarity", MATRIX_WIDTH);
+      this.simCanvas.addEventListener("click", (ev) => {
+        const t = this.similarityPick(ev);
+        if (t >= 0) this.set("step_index", t);
+      });
+      this.drawSimilarity();
+    } else {
+      note("no similarity matrices in analysis/trajectory.json (sparsecircuits analyze --what " +
+        "similarity)");
+    }
+    const osc = time.oscillation;
+    const lines = [];
+    for (const [kind, info] of Object.entries(time.trajectory || {})) {
+      lines.push(`<b>${kind}</b>: PC1 and PC2 hold ${Math.round(100 * info.explained_first2)} % ` +
+        `of the variance; closure ${fmt(info.closure, 2)} (${fmt(info.closure_pc12, 2)} in ` +
+        "their plane)");
+    }
+    if (time.similarity) {
+      lines.push("<b>period</b> found in the " + Object.entries(time.similarity.matrices).map(
+        ([name, m]) => `${MATRIX_TITLES[name] || escapeHtml(name)}: ${m.period ?? "none"}`)
+        .join("; ") + `; the schedule's: ${time.similarity.schedule_period}`);
+    }
+    if (osc) {
+      const text = `${osc.oscillating.toLocaleString("en")} of ` +
+        `${osc.flipping.toLocaleString("en")} flipping weights oscillate with the cycle ` +
+        `(period ${osc.period}; at most ` +
+        `${fmt(osc.expected_false, 1)} would pass by chance)`;
+      if (osc.carried) {
+        this.oscillatingBox = h("input", { type: "checkbox" });
+        this.oscillatingBox.addEventListener("change",
+          () => this.set("oscillating", this.oscillatingBox.checked));
+        head.append(h("label", { title: text }, this.oscillatingBox,
+          h("span", { class: "scv-chip", style: `background:${OSCILLATING_COLOR}` }),
+          `highlight the ${osc.carried.toLocaleString("en")} oscillating weights`));
+      }
+      lines.push(`<b>oscillation</b>: ${text}` + (osc.outside_graph ? `, ${osc.outside_graph} ` +
+        "of them biases (not in the graph)" : "") + (osc.listed ? ""
+        : "; rerun sparsecircuits analyze to list them"));
+    } else lines.push("no oscillation analysis");
+    lines.push('<span class="scv-muted">closure: 0 when the path closes a loop each cycle, ' +
+      "about 1 when it walks on</span>");
+    const summary = h("div", { class: "scv-time-note scv-time-summary" });
+    summary.innerHTML = lines.map((line) => `<div>${line}</div>`).join("");
+    body.append(summary);
+    return box;
+  }
+
+  // two canvases in a box appended to `parent`: the still picture (class `name`) and, over it,
+  // the cursor (`name`-cursor), which takes the clicks
+  stack(parent, name, width) {
+    const back = h("canvas", { class: name });
+    const front = h("canvas", { class: `${name}-cursor` });
+    setupCanvas(front, width, TIME_HEIGHT);
+    parent.append(h("div", { class: "scv-stack",
+      style: `width:${width + 2}px;height:${TIME_HEIGHT + 2}px` }, back, front));
+    return [back, front];
+  }
+
+  // the still picture's context, cleared to white
+  still(canvas, width) {
+    const ctx = setupCanvas(canvas, width, TIME_HEIGHT);
+    ctx.fillStyle = "#fff";
+    ctx.fillRect(0, 0, width, TIME_HEIGHT);
+    return ctx;
+  }
+
+  drawPath() {
+    const d = this.d;
+    const kind = this.pathKind;
+    const info = this.time.trajectory[kind];
+    const xy = d.a[`trajectory.${kind}`];
+    const W = PATH_WIDTH;
+    const H = TIME_HEIGHT;
+    const ctx = this.still(this.pathBack, W);
+    const left = 56;
+    const right = W - 66;
+    const top = 30;
+    const bottom = H - 40;
+    let [x0, x1, y0, y1] = [Infinity, -Infinity, Infinity, -Infinity];
+    for (let t = 0; t < d.T; t++) {
+      x0 = Math.min(x0, xy[2 * t]); x1 = Math.max(x1, xy[2 * t]);
+      y0 = Math.min(y0, xy[2 * t + 1]); y1 = Math.max(y1, xy[2 * t + 1]);
+    }
+    const padX = (x1 - x0) * 0.06 || 1;
+    const padY = (y1 - y0) * 0.06 || 1;
+    x0 -= padX; x1 += padX; y0 -= padY; y1 += padY;
+    const X = (v) => left + ((v - x0) / (x1 - x0)) * (right - left);
+    const Y = (v) => bottom - ((v - y0) / (y1 - y0)) * (bottom - top);
+    this.pathXY = new Float32Array(2 * d.T);
+    for (let t = 0; t < d.T; t++) {
+      this.pathXY[2 * t] = X(xy[2 * t]);
+      this.pathXY[2 * t + 1] = Y(xy[2 * t + 1]);
+    }
+    this.drawAxes(ctx, { left, right, top, bottom }, [x0, x1], [y0, y1],
+      `PC1 (${Math.round(100 * info.explained[0])} % of variance)`,
+      `PC2 (${Math.round(100 * (info.explained[1] ?? 0))} %)`);
+    ctx.font = "12px system-ui, sans-serif";
+    ctx.fillStyle = "#222";
+    ctx.textBaseline = "top";
+    ctx.fillText(`${kind}: path through the checkpoints (closure ${fmt(info.closure, 2)})`, 8, 6);
+    const P = this.pathXY;
+    ctx.strokeStyle = NEUTRAL;
+    ctx.lineWidth = 0.8;
+    ctx.beginPath();
+    for (let t = 0; t < d.T; t++) ctx[t ? "lineTo" : "moveTo"](P[2 * t], P[2 * t + 1]);
+    ctx.stroke();
+    const { cycles } = d.h.checkpoints;
+    for (let t = 0; t < d.T; t++) {
+      ctx.fillStyle = this.cycleColor(t);
+      ctx.beginPath();
+      ctx.arc(P[2 * t], P[2 * t + 1], 4, 0, 2 * Math.PI);
+      ctx.fill();
+    }
+    ctx.font = "10px system-ui, sans-serif";
+    ctx.textBaseline = "bottom";
+    for (let t = 0; t < d.T; t++) {
+      if (cycles[t] < 0 || (t > 0 && cycles[t] === cycles[t - 1])) continue;
+      ctx.strokeStyle = "#000";
+      ctx.lineWidth = 0.8;
+      ctx.beginPath();
+      ctx.arc(P[2 * t], P[2 * t + 1], 6.5, 0, 2 * Math.PI);
+      ctx.stroke();
+      ctx.fillStyle = "#222";
+      ctx.fillText(`cycle ${cycles[t]}`, P[2 * t] + 8, P[2 * t + 1] - 8);
+    }
+    // colour bar: position in the cycle
+    const period = this.time.period;
+    const bx = W - 44;
+    if (period > 1) {
+      for (let k = 0; k < 60; k++) {
+        ctx.fillStyle = viridis(1 - k / 59);
+        ctx.fillRect(bx, top + (k * (bottom - top)) / 60, 10, (bottom - top) / 60 + 0.5);
+      }
+      ctx.fillStyle = "#333";
+      ctx.textBaseline = "middle";
+      ctx.fillText(String(period - 1), bx + 13, top);
+      ctx.fillText("0", bx + 13, bottom);
+      this.verticalText(ctx, "position in the cycle", bx + 30, (top + bottom) / 2);
+    }
+    this.drawTimeCursor(this.step);
+  }
+
+  cycleColor(t) {
+    const c = this.d.h.checkpoints;
+    const period = Math.max(this.time.period, 1);
+    return c.cycles[t] < 0 ? NEUTRAL : viridis(c.positions[t] / Math.max(period - 1, 1));
+  }
+
+  verticalText(ctx, text, x, y) {
+    ctx.save();
+    ctx.translate(x, y);
+    ctx.rotate(-Math.PI / 2);
+    ctx.textAlign = "center";
+    ctx.textBaseline = "middle";
+    ctx.fillText(text, 0, 0);
+    ctx.restore();
+  }
+
+  // left and bottom spines with a few ticks, and the axes' labels
+  drawAxes(ctx, box, [x0, x1], [y0, y1], xLabel, yLabel) {
+    const { left, right, top, bottom } = box;
+    ctx.strokeStyle = "#444";
+    ctx.lineWidth = 0.8;
+    ctx.beginPath();
+    ctx.moveTo(left, top);
+    ctx.lineTo(left, bottom);
+    ctx.lineTo(right, bottom);
+    ctx.stroke();
+    ctx.fillStyle = "#333";
+    ctx.font = "10px system-ui, sans-serif";
+    ctx.textAlign = "center";
+    ctx.textBaseline = "top";
+    for (const v of niceTicks(x0, x1)) {
+      const x = left + ((v - x0) / (x1 - x0)) * (right - left);
+      ctx.fillRect(x, bottom, 0.8, 3);
+      ctx.fillText(fmt(v, 2), x, bottom + 4);
+    }
+    ctx.textAlign = "right";
+    ctx.textBaseline = "middle";
+    for (const v of niceTicks(y0, y1)) {
+      const y = bottom - ((v - y0) / (y1 - y0)) * (bottom - top);
+      ctx.fillRect(left - 3, y, 3, 0.8);
+      ctx.fillText(fmt(v, 2), left - 5, y);
+    }
+    ctx.textAlign = "center";
+    ctx.textBaseline = "top";
+    ctx.font = "11px system-ui, sans-serif";
+    ctx.fillText(xLabel, (left + right) / 2, bottom + 20);
+    this.verticalText(ctx, yLabel, 12, (top + bottom) / 2);
+    ctx.textAlign = "left";
+  }
+
+  drawSimilarity() {
+    const d = this.d;
+    const name = this.matrixName;
+    const info = this.time.similarity.matrices[name];
+    const rows = info.checkpoints;
+    const n = rows.length;
+    const m = d.a[`similarity.${name}`];
+    const W = MATRIX_WIDTH;
+    const H = TIME_HEIGHT;
+    const ctx = this.still(this.simBack, W);
+    const top = 40;
+    const left = 40;
+    const size = Math.min(W - left - 70, H - top - 40);
+    const cell = size / Math.max(1, n);
+    // cosines on a fixed scale, -1 to 1, like the figures; Jaccard on its own range
+    let lo = -1;
+    let hi = 1;
+    const cosine = name !== "jaccard";
+    if (!cosine) {
+      lo = Infinity; hi = -Infinity;
+      for (let k = 0; k < n * n; k++) {
+        lo = Math.min(lo, F16[m[k]]);
+        hi = Math.max(hi, F16[m[k]]);
+      }
+      if (!(hi > lo)) { lo -= 0.5; hi += 0.5; }
+    }
+    const colour = (v) => ramp(cosine ? RDBU_R : CIVIDIS, (v - lo) / (hi - lo));
+    for (let i = 0; i < n; i++) {
+      for (let j = 0; j < n; j++) {
+        ctx.fillStyle = colour(F16[m[i * n + j]]);
+        ctx.fillRect(left + j * cell, top + i * cell, Math.ceil(cell), Math.ceil(cell));
+      }
+    }
+    // cycle boundaries, dashed
+    const { cycles, steps } = d.h.checkpoints;
+    ctx.strokeStyle = "#000";
+    ctx.lineWidth = 0.7;
+    ctx.setLineDash([3, 2]);
+    ctx.beginPath();
+    for (let k = 1; k < n; k++) {
+      if (cycles[rows[k]] === cycles[rows[k - 1]]) continue;
+      ctx.moveTo(left + k * cell, top); ctx.lineTo(left + k * cell, top + size);
+      ctx.moveTo(left, top + k * cell); ctx.lineTo(left + size, top + k * cell);
+    }
+    ctx.stroke();
+    ctx.setLineDash([]);
+    ctx.fillStyle = "#222";
+    ctx.font = "12px system-ui, sans-serif";
+    ctx.textBaseline = "top";
+    ctx.fillText(MATRIX_TITLES[name] || name, 8, 4);
+    ctx.font = "11px system-ui, sans-serif";
+    ctx.fillText(`period found ${info.period ?? "none"}, schedule ` +
+      `${this.time.similarity.schedule_period}`, 8, 20);
+    ctx.font = "10px system-ui, sans-serif";
+    ctx.fillStyle = "#333";
+    ctx.textAlign = "center";
+    ctx.fillText(`checkpoint (step ${steps[rows[0]]} … ${steps[rows[n - 1]]})`, left + size / 2,
+      top + size + 6);
+    ctx.font = "11px system-ui, sans-serif";
+    this.verticalText(ctx, "checkpoint", 20, top + size / 2);
+    // colour bar
+    const bx = left + size + 14;
+    for (let k = 0; k < 60; k++) {
+      ctx.fillStyle = ramp(cosine ? RDBU_R : CIVIDIS, 1 - k / 59);
+      ctx.fillRect(bx, top + (k * size) / 60, 10, size / 60 + 0.5);
+    }
+    ctx.fillStyle = "#333";
+    ctx.font = "10px system-ui, sans-serif";
+    ctx.textAlign = "left";
+    ctx.textBaseline = "middle";
+    ctx.fillText(fmt(hi, 2), bx + 13, top);
+    ctx.fillText(fmt(lo, 2), bx + 13, top + size);
+    this.simGeom = { left, top, cell, size, rows, index: new Map(rows.map((t, k) => [t, k])) };
+    this.drawTimeCursor(this.step);
+  }
+
+  drawTimeCursor(t) {
+    if (this.time.missing || !this.root) return; // the first frame draws it
+    if (this.pathCanvas) {
+      const ctx = this.pathCanvas.getContext("2d");
+      ctx.clearRect(0, 0, PATH_WIDTH, TIME_HEIGHT);
+      ctx.strokeStyle = "#000";
+      ctx.lineWidth = 2.5;
+      ctx.beginPath();
+      ctx.arc(this.pathXY[2 * t], this.pathXY[2 * t + 1], 9, 0, 2 * Math.PI);
+      ctx.stroke();
+    }
+    if (this.simCanvas) {
+      const ctx = this.simCanvas.getContext("2d");
+      ctx.clearRect(0, 0, MATRIX_WIDTH, TIME_HEIGHT);
+      const { left, top, cell, size, index } = this.simGeom;
+      const k = index.get(t);
+      if (k !== undefined) {
+        ctx.strokeStyle = "#000";
+        ctx.lineWidth = 2;
+        ctx.strokeRect(left - 2, top + k * cell, size + 4, cell);
+      } else {
+        ctx.fillStyle = "#666";
+        ctx.font = "10px system-ui, sans-serif";
+        ctx.textBaseline = "top";
+        ctx.fillText("no row for this checkpoint (the first)", left, top + size + 20);
+      }
+    }
+    this.root.dataset.timeStep = String(t);
+  }
+
+  // the checkpoint nearest the mouse on the path (within 10 px), else -1
+  pathPick(ev) {
+    const r = this.pathCanvas.getBoundingClientRect();
+    const mx = ev.clientX - r.left;
+    const my = ev.clientY - r.top;
+    let best = -1;
+    let bestD = 10;
+    for (let t = 0; t < this.d.T; t++) {
+      const dist = Math.hypot(this.pathXY[2 * t] - mx, this.pathXY[2 * t + 1] - my);
+      if (dist < bestD) { bestD = dist; best = t; }
+    }
+    return best;
+  }
+
+  onPathHover(ev) {
+    const t = this.pathPick(ev);
+    this.pathCanvas.style.cursor = t >= 0 ? "pointer" : "default";
+    if (t < 0) { this.pathCanvas.title = ""; return; }
+    const c = this.d.h.checkpoints;
+    this.pathCanvas.title = `step ${c.steps[t]} · ` + (c.cycles[t] < 0 ? "warm-up"
+      : `cycle ${c.cycles[t]}, position ${c.positions[t]}`) + ` · trained ${c.sources[t]}` +
+      " (click: go there)";
+  }
+
+  // the checkpoint of the clicked cell's column, else -1
+  similarityPick(ev) {
+    const r = this.simCanvas.getBoundingClientRect();
+    const { left, top, cell, size, rows } = this.simGeom;
+    const x = ev.clientX - r.left - left;
+    const y = ev.clientY - r.top - top;
+    if (x < 0 || y < 0 || x >= size || y >= size) return -1;
+    return rows[Math.min(rows.length - 1, Math.floor(x / cell))];
+  }
+
+  // the oscillating weights on the front layer: solid where alive at t, dashed where not;
+  // returns how many are alive
+  drawOscillating(ctx, t) {
+    if (!this.showOscillating) return 0;
+    const d = this.d;
+    const list = d.a.oscillating_edge;
+    const { edge_source: src, edge_target: dst } = d.a;
+    let alive = 0;
+    ctx.save();
+    ctx.strokeStyle = OSCILLATING_COLOR;
+    for (const on of [0, 1]) {
+      ctx.globalAlpha = on ? 0.95 : 0.6;
+      ctx.lineWidth = on ? 2.4 : 1;
+      ctx.setLineDash(on ? [] : [4, 3]);
+      ctx.beginPath();
+      for (let k = 0; k < list.length; k++) {
+        const e = list[k];
+        if (d.present(e, t) !== on) continue;
+        ctx.moveTo(this.sx[src[e]], this.sy[src[e]]);
+        ctx.lineTo(this.sx[dst[e]], this.sy[dst[e]]);
+        alive += on;
+      }
+      ctx.stroke();
+    }
+    ctx.restore();
+    return alive;
   }
 
   // -- hover, selection, ablation -----------------------------------------------------------
