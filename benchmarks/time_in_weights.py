@@ -9,7 +9,8 @@ Each run folder is analysed with ``sparsecircuits analyze`` (numbers into its
 analysis asked for. Then every headline number (``trajectory.headline``) is printed per arm as a
 mean over seeds with a Student-t interval (``metrics.seed_interval``), with the per-seed values
 and the cyclic-minus-shuffled difference paired by position in the lists (seed by seed), and
-written to ``--out`` as JSON.
+written to ``--out`` as JSON. A number a run lacks (the circuit ones of a run not extracted) is
+nan there, and the mean and interval are over the runs that have it (``n`` says how many).
 """
 
 from __future__ import annotations
@@ -55,17 +56,19 @@ def main() -> None:
     what = args.what.split(",")
     arms = {arm: [Path(p) for p in getattr(args, arm).split(",")] for arm in ("cyclic", "shuffled")}
     heads = {arm: [headline(numbers_of(run, what)) for run in runs] for arm, runs in arms.items()}
-    names = sorted(set.intersection(*(set(h) for hs in heads.values() for h in hs)))
+    names = sorted(set.union(*(set(h) for hs in heads.values() for h in hs)))
     results = {"runs": {arm: [str(r) for r in runs] for arm, runs in arms.items()}, "numbers": {}}
     print(f"{'number':48} {'cyclic':28} {'shuffled':28} cyclic - shuffled")
     for name in names:
-        values = {arm: [h[name] for h in hs] for arm, hs in heads.items()}
+        values = {arm: [h.get(name, math.nan) for h in hs] for arm, hs in heads.items()}
         pairs = [c - s for c, s in zip(values["cyclic"], values["shuffled"], strict=False)]
         row = {arm: metrics.seed_interval(v) for arm, v in values.items()}
         row["difference"] = metrics.seed_interval(pairs)
-        results["numbers"][name] = {**{k: list(v) for k, v in row.items()}, "per_seed": values}
+        n = {arm: sum(not math.isnan(v) for v in vs) for arm, vs in values.items()}
+        results["numbers"][name] = {**{k: list(v) for k, v in row.items()}, "per_seed": values,
+                                    "n": n}
         print(f"{name:48} {_fmt(row['cyclic']):28} {_fmt(row['shuffled']):28} "
-              f"{_fmt(row['difference'])}")
+              f"{_fmt(row['difference'])}  (n {n['cyclic']}/{n['shuffled']})")
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {args.out}")
 

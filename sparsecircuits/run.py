@@ -266,6 +266,12 @@ class Run:
                 out["loss"][t] = evaluate(model, task)[0]
         return out
 
+    def time_analyses(self) -> dict[str, Any] | None:
+        """The numbers ``sparsecircuits analyze`` wrote (:mod:`sparsecircuits.trajectory`; nan
+        stored as None), or None where it has not run."""
+        path = self.dir.trajectory
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
     def behaviour(self, first_cycle: int = 1) -> BehaviourReport:
         """The loss-side metrics of the run (recovery, prequential loss, savings)."""
         return behaviour(self.path, first_cycle)

@@ -472,10 +472,10 @@ class Trainer:
         ``checkpoint.RESUMABLE`` newest checkpoints); without them the optimizer starts fresh.
         The next step is the one after the checkpoint's. Returns whether it had them."""
         self.optimizer.state.clear()
-        if ckpt.has_state(checkpoint):
-            self.step = self._restore(checkpoint) + 1
-            return True
         weights, meta = ckpt.load_weights(checkpoint)
+        if ckpt.has_state(checkpoint):
+            self._restore(weights, ckpt.load_state(checkpoint), meta)
+            return True
         self.model.load_state_dict(weights)
         self.step = meta["step"] + 1
         return False

@@ -518,9 +518,12 @@ def _oscillation_in_circuits(run: Run, spans: list[tuple[str, int, int]], sparse
 
 def headline(numbers: dict[str, Any]) -> dict[str, float]:
     """One number per question of the analyses in ``numbers`` (as :func:`analyze` returns
-    them), named ``<analysis>.<what>``, to set a run's numbers beside another's or to average
-    over seeds. ``similarity.<matrix>.period_found`` is 1 when the matrix's detected period is
-    the schedule's, else 0 (over seeds: the share that found it)."""
+    them, or read back from JSON), named ``<analysis>.<what>``, to set a run's numbers beside
+    another's or to average over seeds. ``similarity.<matrix>.period_found`` is 1 when the
+    matrix's detected period is the schedule's, else 0 (over seeds: the share that found it);
+    the recency numbers are the held-out Spearman of each probe at the last site probed; the
+    gradient ones the alive-weight cosine's correlation with the cycle distance and its mean
+    between neighbours in the cycle."""
     out: dict[str, float] = {}
     for kind, t in numbers.get("trajectory", {}).items():
         if kind in ("weights", "masks"):
@@ -541,6 +544,17 @@ def headline(numbers: dict[str, Any]) -> dict[str, float]:
                                                 if osc["flipping"] else float("nan"))
         if isinstance(osc.get("in_circuits"), dict):
             out["oscillation.in_circuits.enrichment"] = osc["in_circuits"]["enrichment"]
+    rec = numbers.get("recency", {})
+    if "probes" in rec:  # else a note says why nothing was probed
+        site = rec["sites"][-1]
+        for features, probe in rec["probes"][site].items():
+            out[f"recency.{features}.spearman"] = probe["spearman"]
+        out["recency.loss.spearman"] = rec["loss_probe"]["spearman"]
+        out["recency.centroids.rho_mean"] = rec["centroids"][site]["raw"]["rho_mean"]
+    if "gradients" in numbers:
+        alive = numbers["gradients"]["summary"]["alive"]
+        out["gradients.alive.distance_correlation"] = alive["correlation"]
+        out["gradients.alive.cosine_at_distance_1"] = alive["by_distance"][1]
     return out
 
 

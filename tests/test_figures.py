@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -378,3 +379,19 @@ def test_figures_compose_into_one(run: Path, tmp_path: Path) -> None:
     assert (tmp_path / "composed.pdf").stat().st_size > 0
     assert len(top.axes) == 3 and len(middle.axes) == 2
     assert right.get_xlabel() == "blocks since the source's exposure (τ)"
+
+
+def test_the_time_analyses_join_the_figure_set_once_analyzed(run: Path, tmp_path: Path) -> None:
+    """`analyze` writes the numbers; `figures` then draws them beside the others, captioned."""
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    before = figures.write_figures(copy, tmp_path / "before", formats="png")
+    assert "Missing: no time analyses: run `sparsecircuits analyze` first." in \
+        before[-1].read_text()
+    main(["analyze", str(copy), "--what", "trajectory,similarity,oscillation"])
+    after = figures.write_figures(copy, tmp_path / "after", formats="png")
+    new = {p.stem for p in after} - {p.stem for p in before}
+    assert new == {"trajectory_weights", "trajectory_masks", "similarity", "oscillation"}
+    index = after[-1].read_text()
+    assert "no time analyses" not in index
+    assert "- **similarity** ([png](similarity.png)): Checkpoint x checkpoint" in index

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from sparsecircuits import recency as rc
+from sparsecircuits import trajectory as tj
 
 SOURCES, CHECKPOINTS, EXAMPLES, WIDTH = 6, 6, 40, 32
 
@@ -168,6 +169,10 @@ def test_on_a_micro_run_the_numbers_the_figure_and_the_cli(micro_run, capsys):
     probe = numbers["probes"]["blocks.0.hook_resid_post"]["activations"]
     assert set(probe) == {*rc.METRICS, "null"} and -1 <= probe["spearman"] <= 1
     json.dumps(numbers, allow_nan=True)
+    head = tj.headline({"recency": numbers})
+    assert head["recency.activations.spearman"] == probe["spearman"]
+    assert set(head) >= {"recency.norm.spearman", "recency.loss.spearman",
+                         "recency.centroids.rho_mean"}
     assert run.select(default="last-cycle") == run.steps[-3:]  # the last cycle: three blocks
 
     fig = tp.recency_probes(run, numbers={"recency": numbers})

@@ -19,6 +19,7 @@ from sparsecircuits.cli import main
 from sparsecircuits.config import ConfigError, config_from_dict
 from sparsecircuits.schedules import Slot
 from sparsecircuits.train import Trainer, batch_loss, load_sources, train
+from sparsecircuits.trajectory import headline
 
 ORDER = ["quote", "closer", "set_or_string"]
 
@@ -233,11 +234,14 @@ def test_analyze_on_the_command_line_keeps_what_it_did_not_redo(
         run_dir: Path, tmp_path: Path, capsys):
     path = _copy(run_dir, tmp_path)
     main(["analyze", str(path), "--what", "gradients,recovery", "--steps", "1",
-          "--checkpoints", "23", "29"])
+          "--checkpoints", "23,29"])
     run = open_run(path)
     numbers = json.loads(run.dir.trajectory.read_text())
     assert [e["step"] for e in numbers["recovery"]["checkpoints"]] == [23, 29]
     assert [e["step"] for e in numbers["gradients"]["checkpoints"]] == [23, 29]
+    head = headline(numbers)  # read back from JSON
+    assert head["gradients.alive.distance_correlation"] == \
+        numbers["gradients"]["summary"]["alive"]["correlation"]
     main(["analyze", str(path), "--what", "similarity"])
     numbers = json.loads(run.dir.trajectory.read_text())
     assert {"similarity", "gradients", "recovery"} <= set(numbers)

@@ -26,18 +26,22 @@ from sparsecircuits.circuits.timeline import CircuitTimeline
 from sparsecircuits.metrics import LossMatrix
 
 NO_CIRCUITS = "no circuits: run `sparsecircuits extract` first"
+NO_TIME = "no time analyses: run `sparsecircuits analyze` first"
 
 
 @dataclass(frozen=True, eq=False)
 class RunData:
-    """A run's timeline, behaviour and loss matrix, each None where absent; ``missing`` says
-    why, per item (``"timeline"``, ``"behaviour"``)."""
+    """A run's timeline, behaviour and loss matrix, and (from a run folder or ``Run``) the run
+    with the numbers of its time analyses, each None where absent; ``missing`` says why, per
+    item (``"timeline"``, ``"behaviour"``, ``"time"``)."""
 
     name: str
     timeline: CircuitTimeline | None = None
     behaviour: BehaviourReport | None = None
     matrix: LossMatrix | None = None
     missing: dict[str, str] = field(default_factory=dict)
+    run: Any = None
+    time: dict[str, Any] | None = None
 
     def why(self, item: str) -> str:
         return self.missing.get(item, f"no {item} given")
@@ -63,8 +67,11 @@ def _from_run(run: Any) -> RunData:
             missing["timeline"] = f"no circuit timeline: {err}"
     if isinstance(report, RunAnalysis):
         report = report.behaviour
+    time = run.time_analyses() if callable(getattr(run, "time_analyses", None)) else None
+    if time is None:
+        missing["time"] = NO_TIME
     name = Path(getattr(run, "path", "run")).name
-    return RunData(name, timeline, report, report.matrix if report else None, missing)
+    return RunData(name, timeline, report, report.matrix if report else None, missing, run, time)
 
 
 def run_data(run: Any) -> RunData:

@@ -10,6 +10,7 @@ optionally the numbers of :func:`sparsecircuits.trajectory.analyze` (computed wh
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +222,7 @@ def recency_probes(run: Any, fig: Figure | None = None, numbers: dict[str, Any] 
         _probe_points(axes[1, 1], rows, "early_late_auc", 0.5, "early vs late AUC")
         fig.suptitle(f"recency at {site}: {len(data['steps'])} checkpoints pooled, "
                      f"{len(data['sources'])} sources, each held out in turn")
+    return fig
 
 
 def _entry(entries: list[dict[str, Any]], step: int | None) -> dict[str, Any]:
@@ -350,29 +352,54 @@ def recovery_matrix(run: Any, fig: Figure | None = None,
     return fig
 
 
+def figure_list(run: Any, numbers: dict[str, Any]
+                ) -> list[tuple[str, Callable[[], Figure], str]]:
+    """``(file stem, draw, caption)`` of the figure of each analysis in ``numbers``, in reading
+    order (the shape of :func:`sparsecircuits.figures.write.figure_set`)."""
+    run = _run(run)
+    items: list[tuple[str, Callable[[], Figure], str]] = []
+    if "trajectory" in numbers:
+        for kind, what in (("weights", "weights"), ("masks", "alive sets (masks)")):
+            items.append((f"trajectory_{kind}",
+                          lambda kind=kind: pca_path(run, kind, numbers=numbers).figure,
+                          f"The path of the {what} through the checkpoints in its first two "
+                          "principal components, coloured by position in the cycle, cycle "
+                          "boundaries marked; the loop closure in the title (0: a closed "
+                          "loop each cycle, about 1: it walks on)."))
+    if "similarity" in numbers:
+        items.append(("similarity", lambda: similarity_heatmaps(run, numbers=numbers),
+                      "Checkpoint x checkpoint cosine of weight displacements from the start "
+                      "and of steps, Jaccard of the alive sets and of the task circuits (mean "
+                      "over tasks); the period read off each beside the schedule's."))
+    if "oscillation" in numbers:
+        items.append(("oscillation",
+                      lambda: oscillation_spectrum(run, numbers=numbers).figure,
+                      "Mean power spectrum of the alive sequences of the weights that flip, "
+                      "the cycle's frequency marked; how many oscillate with the cycle against "
+                      "a shuffled-time control."))
+    if "recency" in numbers:
+        items.append(("recency", lambda: recency_probes(run, numbers=numbers),
+                      "Recency probes on held-out sources (activations, and the norm, loss and "
+                      "shuffled-table controls) and the sources' centroids in training order."))
+    if "gradients" in numbers:
+        items.append(("gradient_cosine", lambda: gradient_cosine(run, numbers=numbers),
+                      "Source x source cosine of the training-loss gradients, sources in cycle "
+                      "order, and its mean at each cycle distance."))
+    if "recovery" in numbers:
+        items.append(("recovery_matrix", lambda: recovery_matrix(run, numbers=numbers),
+                      "Pairwise recovery: every source's loss change after M steps on one "
+                      "source from a checkpoint, and its mean around the cycle."))
+    return items
+
+
 def write_trajectory_figures(run: Any, numbers: dict[str, Any], out: str | Path,
                              formats: tuple[str, ...] = ("pdf", "png")) -> list[Path]:
     """The figures of the analyses in ``numbers`` into ``out``; returns the files."""
-    run = _run(run)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    drawn: list[tuple[str, Figure]] = []
-    if "trajectory" in numbers:
-        for kind in ("weights", "masks"):
-            drawn.append((f"trajectory_{kind}",
-                          pca_path(run, kind, numbers=numbers).figure))
-    if "similarity" in numbers:
-        drawn.append(("similarity", similarity_heatmaps(run, numbers=numbers)))
-    if "oscillation" in numbers:
-        drawn.append(("oscillation", oscillation_spectrum(run, numbers=numbers).figure))
-    if "recency" in numbers:
-        drawn.append(("recency", recency_probes(run, numbers=numbers)))
-    if "gradients" in numbers:
-        drawn.append(("gradient_cosine", gradient_cosine(run, numbers=numbers)))
-    if "recovery" in numbers:
-        drawn.append(("recovery_matrix", recovery_matrix(run, numbers=numbers)))
     written = []
-    for name, fig in drawn:
+    for name, draw, _ in figure_list(run, numbers):
+        fig = draw()
         written += [save(fig, out / f"{name}.{fmt}") for fmt in formats]
         plt.close(fig)
     return written

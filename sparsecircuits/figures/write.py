@@ -15,6 +15,7 @@ from sparsecircuits.circuits.timeline import WEIGHT_GRAPH
 from sparsecircuits.figures import plots
 from sparsecircuits.figures.data import RunData, run_data
 from sparsecircuits.figures.style import save, style
+from sparsecircuits.figures.trajectory_plots import figure_list
 
 FORMATS = ("pdf", "svg", "png")
 
@@ -25,7 +26,9 @@ def _figure_of(made: Artist | Figure) -> Figure:
 
 def figure_set(data: RunData, control: RunData | None = None
                ) -> list[tuple[str, Callable[[], Any], str]]:
-    """``(file stem, draw, caption)`` of every figure of the run, in reading order."""
+    """``(file stem, draw, caption)`` of every figure of the run, in reading order: the
+    circuits' and the losses', then those of its time analyses (``sparsecircuits analyze``)
+    where it has them."""
     tasks = list(data.timeline.tasks) if data.timeline is not None else []
     items: list[tuple[str, Callable[[], Any], str]] = [
         ("loss_matrix", lambda: plots.loss_matrix(data),
@@ -61,6 +64,8 @@ def figure_set(data: RunData, control: RunData | None = None
              f"Every edge ever in the {task} circuit (rows, by first appearance) at every "
              "checkpoint (columns, shaded by the source trained)."),
         ]
+    if data.time is not None:
+        items += figure_list(data.run, data.time)
     return items
 
 
