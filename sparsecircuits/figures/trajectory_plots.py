@@ -119,7 +119,7 @@ def similarity_heatmaps(run: Any, fig: Figure | None = None,
                         line(i - offset - 0.5, color="black", lw=0.5, ls=(0, (3, 2)))
             found = data["periods"].get(key)
             ax.set_title(f"{title}\nperiod {found if found else 'none'} "
-                         f"(schedule {data['schedule_period']})")
+                         f"(schedule {data['schedule_period']})", fontsize="small")
             ax.set_xlabel("checkpoint")
             fig.colorbar(im, ax=ax, shrink=0.7)
         axes[0].set_ylabel("checkpoint")
