@@ -23,20 +23,18 @@ import sys
 from pathlib import Path
 
 from sparsecircuits import metrics
-from sparsecircuits.rundir import RunDir
+from sparsecircuits.run import open_run
 from sparsecircuits.trajectory import WHAT, headline
 
 
 def numbers_of(run: Path, what: list[str]) -> dict:
     """The run's analysis numbers, running ``sparsecircuits analyze`` when any is missing."""
-    path = RunDir(run).trajectory
-    if path.exists():
-        numbers = json.loads(path.read_text())
-        if all(w in numbers for w in what):
-            return numbers
+    numbers = open_run(run).time_analyses()
+    if numbers is not None and all(w in numbers for w in what):
+        return numbers
     subprocess.run([sys.executable, "-m", "sparsecircuits.cli", "analyze", str(run),
                     "--what", ",".join(what)], check=True, stdout=subprocess.DEVNULL)
-    return json.loads(path.read_text())
+    return open_run(run).time_analyses()
 
 
 def _fmt(interval: tuple[float, float, float]) -> str:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import json
 import os
 import sys
 import time
@@ -104,10 +103,9 @@ def _analyze(args: argparse.Namespace) -> None:
     except ValueError as err:
         print(f"sparsecircuits: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
-    if run.dir.trajectory.exists():  # keep the analyses not asked for this time
-        previous = json.loads(run.dir.trajectory.read_text(encoding="utf-8"))
-        if previous.get("steps") == numbers["steps"]:
-            numbers = {**previous, **numbers}
+    previous = run.time_analyses()  # keep the analyses not asked for this time
+    if previous is not None and previous.get("steps") == numbers["steps"]:
+        numbers = {**previous, **numbers}
     run.dir.trajectory.parent.mkdir(exist_ok=True)
     write_json(run.dir.trajectory, numbers, indent=1)
     written = write_trajectory_figures(run, numbers, run.dir.figures)

@@ -340,12 +340,14 @@ def weight_edges(run: Run, spans: list[tuple[str, int, int]], columns: np.ndarra
 
 
 def circuit_nodes(run: Run, steps: list[int]) -> dict[str, list[set[str]]]:
-    """Per task, the node sets of its solved circuits at ``steps`` (empty where unsolved or not
-    extracted)."""
+    """Per extracted task, the node sets of its circuits at ``steps``, read off the run's
+    circuit timeline (empty where unsolved or not extracted)."""
+    timeline = run.timeline()
+    index = {int(step): t for t, step in enumerate(timeline.steps)}
     out: dict[str, list[set[str]]] = {}
-    for task in run.tasks:
-        out[task] = [set(run.circuit(task, step).nodes)
-                     if run.dir.circuit_file(step, task).exists() else set() for step in steps]
+    for task, graph in timeline.circuits.items():
+        snapshots = [graph.snapshots[index[step]] if step in index else None for step in steps]
+        out[task] = [set(s.nodes) if s is not None else set() for s in snapshots]
     return out
 
 
